@@ -1,0 +1,105 @@
+"""The contract between the server and a block: what a block computes and what it returns.
+
+A block is a `parameters.json` (in `dsp/parameters/<name>.json`) plus a `compute` function.
+The server resolves the request's parameters against the declared ones (see `dsp.params`),
+reshapes the window to (samples, axes) and calls `compute`; the block never sees JSON or HTTP.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+PARAMETERS_DIR = Path(__file__).resolve().parent / "parameters"
+
+
+@dataclass
+class Request:
+    """One window, ready for a block.
+
+    raw:                    float64 array of shape (samples, axes), axes de-interleaved.
+    axes:                   the input axis names, one per column of `raw`.
+    sampling_freq:          in Hz.
+    implementation_version: already checked against the block's supported versions.
+    params:                 every declared parameter, keyed by its underscore name, coerced to
+                            its declared type, defaults filled in.
+    draw_graphs:            build `graphs` only when true.
+    state:                  the block state carried from the previous window ("" when none).
+    """
+
+    raw: np.ndarray
+    axes: list[str]
+    sampling_freq: float
+    implementation_version: int
+    params: dict[str, Any]
+    draw_graphs: bool = False
+    state: str = ""
+
+
+@dataclass
+class Features:
+    """What a block returns for one window.
+
+    features:      1-D float64 array (finite values; the server rejects NaN/inf).
+    labels:        feature names (may be shorter than features: per-axis convention).
+    output_config: {"type": "flat", "shape": {"width": n}} or a spectrogram/image shape.
+    fft_used:      FFT sizes used, so device builds can drop unused tables.
+    graphs:        Studio graph objects (dicts), [] unless draw_graphs.
+    state:         state to carry into the next window ("" for stateless blocks).
+    state_string:  human-readable form of the state, shown by Studio.
+    """
+
+    features: np.ndarray
+    labels: list[str] = field(default_factory=list)
+    output_config: dict = field(default_factory=dict)
+    fft_used: list[int] = field(default_factory=list)
+    graphs: list[dict] = field(default_factory=list)
+    state: str = ""
+    state_string: str = ""
+
+
+@dataclass
+class BatchFeatures:
+    """What a block returns for many windows: `features` is (windows, features)."""
+
+    features: np.ndarray
+    labels: list[str]
+    output_config: dict
+    fft_used: list[int]
+    state: str = ""
+    state_string: str = ""
+
+
+ComputeFn = Callable[[Request], Features]
+# Optional vectorised path: raw is (windows, samples, axes); params etc. as in Request.
+ComputeBatchFn = Callable[[Request], BatchFeatures]
+
+
+@dataclass
+class Block:
+    """A processing block: its declared parameters and the functions that compute it."""
+
+    name: str
+    parameters: dict
+    compute: ComputeFn
+    compute_batch: Optional[ComputeBatchFn] = None
+
+    @property
+    def info(self) -> dict:
+        return self.parameters["info"]
+
+    @property
+    def latest_version(self) -> int:
+        return int(self.info.get("latestImplementationVersion", 1))
+
+
+def load_parameters(name: str) -> dict:
+    """The block's parameters.json, with the top-level keys Studio and the CLI expect."""
+    with open(PARAMETERS_DIR / f"{name}.json", encoding="utf-8") as f:
+        spec = json.load(f)
+    spec["version"] = 1
+    spec["type"] = "dsp"
+    return spec

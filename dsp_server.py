@@ -1,0 +1,456 @@
+"""HTTP server for Edge Impulse custom processing blocks: routes and protocol only.
+
+Every block answers at `/blocks/<name>/` (`GET`, `GET parameters`, `POST run`, `POST batch`, and
+`POST tflite-impl` where the block has one); the root block (env `DSP_BLOCK`) also answers at `/`.
+Errors on `run` and `batch` are HTTP 200 `{"success": false, "error": ...}`, which Studio shows
+to the user. Run it with `make run` (gunicorn, `gunicorn.conf.py`) or `python dsp_server.py`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import traceback
+from typing import Any, Optional
+
+import numpy as np
+import orjson
+import simdjson
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from dsp.block import Block, Request
+from dsp.errors import ConfigurationError
+from dsp.params import parameter_specs, resolve_params
+from dsp.registry import DEFAULT_ROOT_BLOCK, all_blocks
+from dsp.window import check_finite, split_axes
+
+DEFAULT_MAX_BODY_MB = 64
+# A parser keeps buffers sized to the largest document it has read; past this size, parse with
+# a throwaway parser so one huge batch does not pin hundreds of MB per thread.
+REUSABLE_PARSER_LIMIT = 16 * 1024 * 1024
+
+access_log = logging.getLogger("dsp_server.access")
+error_log = logging.getLogger("dsp_server.error")
+
+
+def create_app(
+    blocks: Optional[dict[str, Block]] = None,
+    root_block: Optional[str] = None,
+    max_body_mb: Optional[float] = None,
+) -> Flask:
+    """Build the app from a block registry and settings (environment variables by default).
+
+    blocks:      name -> Block; default: every block in `dsp.registry`.
+    root_block:  the block that also answers at `/`; default env `DSP_BLOCK` or the registry's.
+    max_body_mb: request bodies above this get 413; default env `DSP_MAX_BODY_MB` or 64.
+    """
+    blocks = all_blocks() if blocks is None else blocks
+    root_name = root_block or os.environ.get("DSP_BLOCK") or DEFAULT_ROOT_BLOCK
+    if root_name not in blocks:
+        raise SystemExit(
+            f"DSP_BLOCK={root_name!r} is not a block of this server; choose one of: {', '.join(blocks)}"
+        )
+    if max_body_mb is None:
+        max_body_mb = float(os.environ.get("DSP_MAX_BODY_MB", DEFAULT_MAX_BODY_MB))
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = int(max_body_mb * 1024 * 1024)
+    _configure_logging()
+    hosted = {name: HostedBlock(block) for name, block in blocks.items()}
+    root = hosted[root_name]
+
+    def block_or_404(name: str) -> "HostedBlock":
+        if name not in hosted:
+            raise _NotFound(f"Unknown block '{name}'. Blocks: {', '.join(hosted)} (GET /blocks).")
+        return hosted[name]
+
+    @app.get("/blocks")
+    def list_blocks():
+        listing = [
+            {
+                "name": name,
+                "title": hb.block.info.get("title", name),
+                "description": hb.block.info.get("description", ""),
+                "prefix": f"/blocks/{name}/",
+                "root": name == root_name,
+            }
+            for name, hb in hosted.items()
+        ]
+        return _json_response(listing)
+
+    def describe(hb: "HostedBlock"):
+        info = hb.block.info
+        text = f"Edge Impulse DSP block: {info.get('title', hb.block.name)} by {info.get('author', '')}\n"
+        return Response(text, mimetype="text/plain")
+
+    def parameters(hb: "HostedBlock"):
+        return _json_response(hb.block.parameters)
+
+    def run(hb: "HostedBlock"):
+        g.block = hb.block.name
+        return _protocol_response(lambda: hb.run(_request_body()))
+
+    def batch(hb: "HostedBlock"):
+        g.block = hb.block.name
+        return _protocol_response(lambda: hb.batch(_request_body()))
+
+    def tflite_impl(hb: "HostedBlock"):
+        raise _NotFound(
+            f"Block '{hb.block.name}' has no TFLite implementation (info.hasTfliteImplementation is false)."
+        )
+
+    routes = {"": ("GET", describe), "parameters": ("GET", parameters), "run": ("POST", run),
+              "batch": ("POST", batch), "tflite-impl": ("POST", tflite_impl)}
+    for suffix, (method, view) in routes.items():
+        app.add_url_rule(
+            f"/blocks/<name>/{suffix}", f"block_{suffix or 'describe'}",
+            lambda name, view=view: view(block_or_404(name)), methods=[method], strict_slashes=False,
+        )
+        app.add_url_rule(
+            f"/{suffix}", f"root_{suffix or 'describe'}",
+            lambda view=view: view(root), methods=[method], strict_slashes=False,
+        )
+
+    @app.before_request
+    def start_timer():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def log_request(response: Response):
+        _log_access(response.status_code)
+        return response
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        allowed = getattr(exc, "valid_methods", None) or []
+        messages = {
+            404: f"No route {request.method} {request.path}. Routes: GET /blocks, and per block "
+            "GET /blocks/<name>/, GET parameters, POST run, POST batch (the root block also at /).",
+            405: f"{request.method} is not allowed on {request.path}; "
+            f"allowed: {', '.join(sorted(allowed))}.",
+            413: f"The request body is larger than the limit of {max_body_mb:g} MB "
+            "(set DSP_MAX_BODY_MB to change it); send fewer windows per batch.",
+        }
+        message = getattr(exc, "user_message", None) or messages.get(exc.code, exc.description)
+        response = _json_response({"success": False, "error": message}, status=exc.code)
+        if allowed:
+            response.headers["Allow"] = ", ".join(allowed)
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected_error(exc: Exception):
+        error_log.error("unhandled error on %s %s\n%s", request.method, request.path, traceback.format_exc())
+        return _json_response({"success": False, "error": "Internal server error; see the server log."}, 500)
+
+    return app
+
+
+class HostedBlock:
+    """A block plus its parsed parameter specs: turns decoded request bodies into responses."""
+
+    def __init__(self, block: Block):
+        self.block = block
+        self.specs = parameter_specs(block.parameters)
+        self.versions = list(range(1, block.latest_version + 1))
+
+    def run(self, body: "simdjson.Object") -> dict:
+        window = _numeric_array(_required(body, "features"), "features")
+        g.window_values = int(window.size)
+        req = self._request(body, window, draw_graphs=_optional_bool(body, "draw_graphs", False))
+        result = self.block.compute(req)
+        features = np.ascontiguousarray(result.features, dtype=np.float64).reshape(-1)
+        _check_output(features, self.block.name)
+        response = {
+            "success": True,
+            "features": features,
+            "graphs": result.graphs if req.draw_graphs else [],
+            "labels": result.labels,
+            "output_config": result.output_config,
+            "fft_used": result.fft_used,
+        }
+        if result.state or result.state_string:
+            response["state"] = result.state
+            response["state_string"] = result.state_string
+        return response
+
+    def batch(self, body: "simdjson.Object") -> dict:
+        windows = _batch_windows(_required(body, "features"))
+        g.windows = len(windows)
+        g.window_values = int(windows[0].size) if windows else 0
+        req = self._request(body, None, draw_graphs=False)
+        if not windows:
+            raise ConfigurationError("'features' is an empty list; send at least one window.")
+        same_length = all(w.size == windows[0].size for w in windows)
+        if self.block.compute_batch is not None and same_length:
+            req.raw = split_axes(np.stack(windows), req.axes)
+            result = self.block.compute_batch(req)
+            features = np.ascontiguousarray(result.features, dtype=np.float64)
+            labels, output_config, fft_used = result.labels, result.output_config, result.fft_used
+            state, state_string = result.state, result.state_string
+        else:
+            features, labels, output_config, fft_used, state, state_string = self._batch_loop(req, windows)
+        _check_output(features, self.block.name)
+        return {
+            "success": True,
+            "features": features,
+            "labels": labels,
+            "output_config": output_config,
+            "fft_used": fft_used,
+            "state": state,
+            "state_string": state_string,
+        }
+
+    def _batch_loop(self, req: Request, windows: list[np.ndarray]):
+        """One window at a time, threading state from each window into the next."""
+        rows, first, fft_used = [], None, []
+        for index, window in enumerate(windows):
+            try:
+                req.raw = split_axes(window, req.axes)
+                result = self.block.compute(req)
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"Window {index}: {exc}") from None
+            rows.append(np.asarray(result.features, dtype=np.float64).reshape(-1))
+            first = first or result
+            fft_used.extend(n for n in result.fft_used if n not in fft_used)
+            req.state = result.state
+        if any(r.size != rows[0].size for r in rows):
+            raise ConfigurationError(
+                "The windows gave feature vectors of different lengths; send windows of one length."
+            )
+        return (np.stack(rows), first.labels, first.output_config, fft_used, req.state, result.state_string)
+
+    def _request(self, body, window: Optional[np.ndarray], draw_graphs: bool) -> Request:
+        axes = _axes(_required(body, "axes"))
+        sampling_freq = _sampling_freq(_required(body, "sampling_freq"))
+        version = self._version(body.get("implementation_version"))
+        params = resolve_params(self.specs, _plain(body.get("params")))
+        state = body.get("state") or ""
+        if not isinstance(state, str):
+            raise ConfigurationError("'state' must be a string (the state returned by the previous call).")
+        raw = split_axes(window, axes) if window is not None else None
+        return Request(raw=raw, axes=axes, sampling_freq=sampling_freq, implementation_version=version,
+                       params=params, draw_graphs=draw_graphs, state=state)
+
+    def _version(self, value: Any) -> int:
+        if value is None:
+            return self.block.latest_version
+        supported = ", ".join(map(str, self.versions))
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+            raise ConfigurationError(f"'implementation_version' must be one of {supported}; got {value!r}.")
+        if int(value) not in self.versions:
+            raise ConfigurationError(
+                f"implementation_version {int(value)} is not supported by block '{self.block.name}'; "
+                f"supported: {supported}."
+            )
+        return int(value)
+
+
+# --- request decoding -------------------------------------------------------------------------
+
+_parsers = threading.local()
+
+
+def _request_body() -> "simdjson.Object":
+    data = request.get_data(cache=False)
+    if not data.strip():
+        raise ConfigurationError(
+            "The request body is empty; expected a JSON object with 'features', 'axes', "
+            "'sampling_freq' and 'params'."
+        )
+    if len(data) > REUSABLE_PARSER_LIMIT:
+        parser = simdjson.Parser()
+    else:
+        parser = getattr(_parsers, "parser", None) or simdjson.Parser()
+        _parsers.parser = parser
+    try:
+        document = parser.parse(data)
+    except ValueError as exc:
+        raise ConfigurationError(_invalid_json_message(data, exc)) from None
+    # Keep the parser alive with the document: proxies read from the parser's buffers.
+    g.parser = parser
+    if not isinstance(document, simdjson.Object):
+        raise ConfigurationError("The request body must be a JSON object with 'features', 'axes', "
+                                 "'sampling_freq' and 'params'.")
+    return document
+
+
+def _invalid_json_message(data: bytes, exc: Exception) -> str:
+    for token in (b"NaN", b"Infinity"):
+        if token in data:
+            return (f"'features' contains {token.decode()}, which is neither valid JSON nor a "
+                    "usable sample; send finite numbers only.")
+    if "NUMBER_ERROR" in str(exc) or "BIGINT" in str(exc):
+        return "The body has a number JSON cannot represent as a finite float (too large?)."
+    return f"The request body is not valid JSON ({exc})."
+
+
+def _required(body, name: str):
+    value = body.get(name)
+    if value is None:
+        raise ConfigurationError(f"The request has no '{name}'; {_FIELD_HELP[name]}")
+    return value
+
+
+_FIELD_HELP = {
+    "features": "expected the raw window as a flat list of numbers, axes interleaved.",
+    "axes": "expected a list with one name per input axis, e.g. [\"accX\", \"accY\", \"accZ\"].",
+    "sampling_freq": "expected the sampling frequency in Hz, e.g. 16000.",
+}
+
+
+def _numeric_array(value, name: str) -> np.ndarray:
+    """A JSON list of numbers as float64, read straight from the parser's buffers."""
+    if not isinstance(value, simdjson.Array):
+        raise ConfigurationError(f"'{name}' must be a list of numbers; got {_type_name(value)}.")
+    try:
+        array = np.frombuffer(value.as_buffer(of_type="d"), dtype=np.float64)
+    except TypeError:
+        raise ConfigurationError(_first_non_number(value, name)) from None
+    if array.size != len(value):
+        raise ConfigurationError(f"'{name}' must be a flat list of numbers; it holds nested lists.")
+    return array
+
+
+def _batch_windows(value) -> list[np.ndarray]:
+    if not isinstance(value, simdjson.Array):
+        raise ConfigurationError(f"'features' must be a list of windows (lists of numbers); got {_type_name(value)}.")
+    windows = []
+    for index, window in enumerate(value):
+        if not isinstance(window, simdjson.Array):
+            raise ConfigurationError(
+                f"'features' must be a list of windows, each a list of numbers; "
+                f"window {index} is {_type_name(window)}."
+            )
+        windows.append(_numeric_array(window, f"features[{index}]"))
+    return windows
+
+
+def _first_non_number(array, name: str) -> str:
+    for index, item in enumerate(array):
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            return f"'{name}' must hold only numbers; item {index} is {_type_name(item)}."
+    return f"'{name}' must hold only numbers."
+
+
+def _axes(value) -> list[str]:
+    axes = _plain(value)
+    if not isinstance(axes, list) or not axes or not all(isinstance(a, str) for a in axes):
+        raise ConfigurationError(
+            f"'axes' must be a non-empty list of axis names, e.g. [\"audio\"]; got {_type_name(value)}."
+        )
+    return axes
+
+
+def _sampling_freq(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
+        raise ConfigurationError(f"'sampling_freq' must be a positive number of Hz; got {_type_name(value)}.")
+    return float(value)
+
+
+def _optional_bool(body, name: str, default: bool) -> bool:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"'{name}' must be true or false; got {_type_name(value)}.")
+    return value
+
+
+def _plain(value):
+    """simdjson proxies to plain Python values (small fields only)."""
+    if isinstance(value, simdjson.Object):
+        return value.as_dict()
+    if isinstance(value, simdjson.Array):
+        return value.as_list()
+    return value
+
+
+def _type_name(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the string {value!r}"[:80]
+    if isinstance(value, simdjson.Array):
+        return "a list"
+    if isinstance(value, simdjson.Object):
+        return "an object"
+    return type(value).__name__
+
+
+def _check_output(features: np.ndarray, block_name: str) -> None:
+    if not np.isfinite(features).all():
+        error_log.error("block %s produced non-finite features", block_name)
+        raise ConfigurationError(
+            f"Block '{block_name}' produced non-finite features for this window; "
+            "check that the window holds a real signal."
+        )
+
+
+# --- responses ------------------------------------------------------------------------------
+
+
+def _protocol_response(handler) -> Response:
+    """Run a protocol handler; any failure becomes HTTP 200 success:false, as Studio expects."""
+    try:
+        payload = handler()
+    except HTTPException:
+        raise  # 413 and friends keep their status
+    except ConfigurationError as exc:
+        payload = {"success": False, "error": str(exc)}
+    except Exception as exc:  # a bug in a block must not take the request (or the worker) down
+        error_log.error("block %s failed\n%s", g.get("block"), traceback.format_exc())
+        payload = {"success": False, "error": f"Internal error in block '{g.get('block')}': {exc}"}
+    return _json_response(payload)
+
+
+def _json_response(payload: Any, status: int = 200) -> Response:
+    body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(body, status=status, mimetype="application/json")
+
+
+class _NotFound(HTTPException):
+    code = 404
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.user_message = message
+
+
+# --- logging --------------------------------------------------------------------------------
+
+
+def _configure_logging() -> None:
+    for logger in (access_log, error_log):
+        if not logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+
+
+def _log_access(status: int) -> None:
+    started = g.get("started")
+    line = {
+        "method": request.method,
+        "path": request.path,
+        "status": status,
+        "block": g.get("block"),
+        "route": request.path.rstrip("/").rsplit("/", 1)[-1] or "/",
+        "windows": g.get("windows", 1 if g.get("window_values") else 0),
+        "window_values": g.get("window_values", 0),
+        "duration_ms": round((time.perf_counter() - started) * 1000, 3) if started else None,
+        "project_id": request.headers.get("x-ei-project-id"),
+        "sample_id": request.headers.get("x-ei-sample-id") or request.headers.get("x-ei-sample-ids"),
+    }
+    access_log.info(orjson.dumps({k: v for k, v in line.items() if v is not None}).decode())
+
+
+if __name__ == "__main__":
+    create_app().run(host=os.environ.get("HOST", "0.0.0.0"), port=int(os.environ.get("PORT", 4446)), threaded=True)

@@ -1,0 +1,18 @@
+"""gunicorn settings for the DSP block server (`make run`).
+
+gthread workers: each worker process serves several requests at once with threads, and numpy
+releases the GIL in its heavy loops. The defaults suit a 2-core machine; override with
+WEB_CONCURRENCY (worker processes) and GUNICORN_THREADS (threads per worker).
+"""
+import os
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '4446')}"
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# A 1,000-window batch takes seconds, not minutes; anything slower is a stuck worker.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
+keepalive = 5
+# The app writes its own structured access line per request (dsp_server.access).
+accesslog = None
+errorlog = "-"
