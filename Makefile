@@ -24,3 +24,8 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+# The root block's parameters.json, which `edge-impulse-blocks push` reads: `make parameters.json DSP_BLOCK=mfe`.
+.PHONY: parameters.json
+parameters.json: install
+	$(BIN)/python dsp_server.py --print-parameters > $@.tmp && mv $@.tmp $@

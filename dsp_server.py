@@ -452,5 +452,24 @@ def _log_access(status: int) -> None:
     access_log.info(orjson.dumps({k: v for k, v in line.items() if v is not None}).decode())
 
 
-if __name__ == "__main__":
+def main(argv: Optional[list[str]] = None) -> None:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="Edge Impulse DSP block server (development server).")
+    parser.add_argument("--print-parameters", action="store_true",
+                        help="print the root block's parameters.json (env DSP_BLOCK) and exit; "
+                             "`make parameters.json` writes it for `edge-impulse-blocks push`")
+    args = parser.parse_args(argv)
+    if args.print_parameters:
+        blocks = all_blocks()
+        name = os.environ.get("DSP_BLOCK") or DEFAULT_ROOT_BLOCK
+        if name not in blocks:
+            raise SystemExit(f"DSP_BLOCK={name!r} is not a block of this server; choose one of: {', '.join(blocks)}")
+        sys.stdout.write(orjson.dumps(blocks[name].parameters, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
     create_app().run(host=os.environ.get("HOST", "0.0.0.0"), port=int(os.environ.get("PORT", 4446)), threaded=True)
+
+
+if __name__ == "__main__":
+    main()

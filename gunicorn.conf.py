@@ -16,3 +16,7 @@ keepalive = 5
 # The app writes its own structured access line per request (dsp_server.access).
 accesslog = None
 errorlog = "-"
+# Build the app once in the master: a bad configuration stops the server at start with a clear
+# message (instead of workers failing to boot in a loop), and workers share its memory.
+# Anything that is not fork-safe (TFLite interpreters, JSON parsers) is created lazily per thread.
+preload_app = True

@@ -1,0 +1,35 @@
+# The DSP block server, as `edge-impulse-blocks push` and the runner build it.
+# The runner and push read the port from the first EXPOSE line (a bare number): keep it first.
+FROM python:3.11-slim
+EXPOSE 4446
+
+# Builds behind a TLS-intercepting proxy: pass its CA bundle (PEM text) with
+#   --build-arg EXTRA_CA_CERTS="$(cat proxy-ca.crt)"
+ARG EXTRA_CA_CERTS=""
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOST=0.0.0.0 \
+    PORT=4446
+
+WORKDIR /app
+COPY requirements.txt ./
+RUN set -eu; \
+    if [ -n "$EXTRA_CA_CERTS" ]; then \
+        printf '%s\n' "$EXTRA_CA_CERTS" > /usr/local/share/ca-certificates/build-extra.crt; \
+        update-ca-certificates; \
+        export PIP_CERT=/etc/ssl/certs/ca-certificates.crt; \
+    fi; \
+    python3 -m venv /opt/venv; \
+    /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check -r requirements.txt
+
+# Hosted blocks have no network: everything the server needs is copied in here.
+COPY dsp/ dsp/
+COPY dsp_server.py gunicorn.conf.py parameters.json ./
+
+RUN useradd --system --uid 10001 --no-create-home dsp
+USER dsp
+
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s \
+    CMD python3 -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/parameters' % os.environ.get('PORT', '4446'), timeout=4)"
+
+ENTRYPOINT ["/opt/venv/bin/gunicorn", "-c", "gunicorn.conf.py", "dsp_server:create_app()"]
