@@ -1,0 +1,17 @@
+"""The top-level parameters.json is what `edge-impulse-blocks push` registers: it must be the root block's."""
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_root_parameters_json_is_the_default_root_blocks(client):
+    on_disk = json.loads((ROOT / "parameters.json").read_text())
+    served = client.get("/parameters").get_json()
+    assert on_disk == served, "run `make parameters.json` after changing the root block's parameters"
+
+
+def test_every_block_declares_the_exposed_port(client):
+    for block in client.get("/blocks").get_json():
+        spec = client.get(block["prefix"] + "parameters").get_json()
+        assert spec["info"]["port"] == 4446, block["name"]
