@@ -257,6 +257,8 @@ def test_batch_error_names_the_window(probe_client):
     ([1, 2], ["window 0 is the number 1"]),
     ([[1, 2], [3, "x"]], ["features[1]", "item 1"]),
     ([[1, 2], []], ["Window 1", "empty"]),
+    ([[[1, 2]], [[3, 4]]], ["features[0]", "nested"]),
+    ([[1, None], [3, 4]], ["features[0]", "item 1", "null"]),
 ])
 def test_batch_bad_windows(probe_client, features, words):
     error = post(probe_client, "/batch", {**BATCH, "features": features}).get_json()["error"]
@@ -272,3 +274,18 @@ def test_vectorised_batch_path_matches_per_window_path():
     vectorised = create_app(blocks={"probe": probe_block(batch=True)}, root_block="probe").test_client()
     body = {**BATCH, "params": {"scale-axes": 2}}
     assert post(looped, "/batch", body).get_json()["features"] == post(vectorised, "/batch", body).get_json()["features"]
+
+
+def test_real_block_batch_equals_run_per_window(client):
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    windows = np.round(rng.normal(0, 3000, (3, 8000))).tolist()
+    common = {"axes": ["audio"], "sampling_freq": 16000, "implementation_version": 4,
+              "params": {"frame_length": 0.032, "frame_stride": 0.024, "fft_length": 128, "noise_floor_db": -85}}
+    batch = post(client, "/blocks/spectrogram/batch", {**common, "features": windows}).get_json()
+    assert batch["success"] is True and batch["fft_used"] == [128]
+    for window, features in zip(windows, batch["features"]):
+        single = post(client, "/blocks/spectrogram/run", {**common, "features": window}).get_json()
+        assert single["features"] == features
+        assert single["output_config"] == batch["output_config"]
