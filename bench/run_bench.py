@@ -31,7 +31,8 @@ import numpy as np
 import orjson
 import simdjson
 
-from bodies import FEATURES_PER_WINDOW, batch_body, run_body
+from bodies import (FEATURES_PER_WINDOW, IMPLEMENTATION_VERSION, SAMPLING_FREQ, SPECTROGRAM_PARAMS,
+                    batch_body, run_body)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN_DIR = Path(sys.executable).parent
@@ -252,6 +253,25 @@ def measure_json_floor(batch_bytes: bytes, result: np.ndarray) -> dict[str, floa
     return floor
 
 
+def measure_in_process(batch_bytes: bytes) -> dict[str, float]:
+    """The spectrogram block and its graph alone, in this process (no HTTP, no JSON)."""
+    sys.path.insert(0, str(REPO_ROOT))
+    from dsp.block import Request
+    from dsp.graphs import image_graph
+    from dsp.params import parameter_specs, resolve_params
+    from dsp.registry import all_blocks
+
+    block = all_blocks()["spectrogram"]
+    windows = np.asarray(orjson.loads(batch_bytes)["features"], dtype=np.float64)
+    params = resolve_params(parameter_specs(block.parameters), SPECTROGRAM_PARAMS)
+    request = Request(raw=windows[:, :, np.newaxis], axes=["audio"], sampling_freq=SAMPLING_FREQ,
+                      implementation_version=IMPLEMENTATION_VERSION, params=params)
+    batch_s = median_seconds(lambda: block.compute_batch(request))
+    spectrogram = block.compute_batch(request).features[0].reshape(41, 65)
+    return {"block_windows_per_s": len(windows) / batch_s,
+            "graph": median_seconds(lambda: image_graph("Spectrogram", spectrogram), repeats=50)}
+
+
 def machine_info() -> dict[str, str]:
     cpu = platform.processor() or "unknown"
     try:
@@ -283,8 +303,8 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1e3:.2f} ms"
 
 
-def report(project: Server, baseline: Server, floor: dict[str, float], machine: dict[str, str],
-           agreement: float, run_requests: int, batch_repeats: int,
+def report(project: Server, baseline: Server, floor: dict[str, float], in_process: dict[str, float],
+           machine: dict[str, str], agreement: float, run_requests: int, batch_repeats: int,
            batch_body_size: int) -> tuple[str, bool]:
     """BENCHMARKS.md text and whether every bar passed."""
     run_p50, run_p99 = (np.percentile(project.run_latencies_s, q) for q in (50, 99))
@@ -297,6 +317,8 @@ def report(project: Server, baseline: Server, floor: dict[str, float], machine: 
         ("`/batch` windows/s >= 4 x baseline", f"{rate / base_rate:.2f} x", rate >= 4 * base_rate),
         ("`/batch` time per 100 windows <= 2 x JSON floor", f"{batch_s / floor['floor']:.2f} x",
          batch_s <= 2 * floor["floor"]),
+        ("spectrogram graph (`draw_graphs`, 41 x 65 PNG) < 15 ms", ms(in_process["graph"]),
+         in_process["graph"] < 0.015),
     ]
     all_passed = all(passed for *_, passed in bars)
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -355,6 +377,15 @@ def report(project: Server, baseline: Server, floor: dict[str, float], machine: 
         "",
         f"The project's `/batch` takes {batch_s / floor['floor']:.2f} x the floor.",
         "",
+        "## In process (this process, no HTTP or JSON)",
+        "",
+        "| measure | figure |",
+        "|---|---|",
+        f"| spectrogram block, `compute_batch` on the {BATCH_WINDOWS} windows | "
+        f"{in_process['block_windows_per_s']:,.0f} windows/s |",
+        "| spectrogram graph: `image_graph` PNG of one window's 41 x 65 spectrogram, median of 50 | "
+        f"{ms(in_process['graph'])} (official block: 72 ms, matplotlib SVG) |",
+        "",
         "## Bars",
         "",
         "| bar | measured | result |",
@@ -398,7 +429,8 @@ def main() -> int:
     # The floor encodes the real result (not zeros), so the number of digits matches the server's.
     floor = measure_json_floor(batch_bytes, batch_features["project"])
 
-    text, all_passed = report(project, baseline, floor, machine, agreement,
+    in_process = measure_in_process(batch_bytes)
+    text, all_passed = report(project, baseline, floor, in_process, machine, agreement,
                               args.run_requests, args.batch_repeats, len(batch_bytes))
     args.output.write_text(text)
     print(text)
