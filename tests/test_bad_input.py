@@ -1,0 +1,99 @@
+"""Bad input on the real blocks: a clear success:false error, never a 5xx or NaN in JSON."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dsp.params import parameter_specs
+
+AUDIO = {"axes": ["audio"], "sampling_freq": 16000, "implementation_version": 4}
+
+
+def run(client, block, body):
+    response = client.post(f"/blocks/{block}/run", data=json.dumps(body), content_type="application/json")
+    assert response.status_code == 200
+    return response.get_json()
+
+
+@pytest.mark.parametrize("block", ["spectrogram", "mfe", "mfcc"])
+def test_audio_blocks_take_one_axis(client, block):
+    body = {**AUDIO, "axes": ["a", "b", "c"], "features": [0.0] * 3000}
+    payload = run(client, block, body)
+    assert payload["success"] is False and "3" in payload["error"] and "axis" in payload["error"]
+
+
+@pytest.mark.parametrize("block", ["spectrogram", "mfe", "mfcc"])
+def test_huge_window_is_refused_with_the_frame_limit(client, block):
+    body = {**AUDIO, "features": np.zeros(16000 * 30).tolist()}
+    payload = run(client, block, body)
+    assert payload["success"] is False and "500" in payload["error"]
+
+
+@pytest.mark.parametrize("block", ["spectrogram", "mfe", "mfcc"])
+def test_window_shorter_than_a_frame_is_refused(client, block):
+    body = {**AUDIO, "features": [1.0, 2.0, 3.0]}
+    payload = run(client, block, body)
+    assert payload["success"] is False and payload["error"]
+
+
+def _value_for(spec, draw):
+    """Any value a client might send for this parameter: valid, borderline or absurd."""
+    absurd = st.one_of(st.none(), st.booleans(), st.text(max_size=5), st.just([1, 2]),
+                       st.floats(allow_nan=False, allow_infinity=False, width=32))
+    if spec.type == "select":
+        return draw(st.one_of(st.sampled_from(spec.options), absurd))
+    if spec.type == "int":
+        return draw(st.one_of(st.integers(-3, 4096), absurd))
+    if spec.type == "float":
+        return draw(st.one_of(st.floats(-100, 10000, allow_nan=False), absurd))
+    if spec.type == "boolean":
+        return draw(st.one_of(st.booleans(), absurd))
+    return draw(st.one_of(st.text(max_size=20), absurd))
+
+
+@st.composite
+def requests_for(draw, block_parameters):
+    specs = parameter_specs(block_parameters)
+    chosen = draw(st.lists(st.sampled_from(sorted(specs)), unique=True, max_size=len(specs)))
+    params = {key: _value_for(specs[key], draw) for key in chosen}
+    n_axes = draw(st.integers(1, 3))
+    n_samples = draw(st.integers(0, 3000))
+    scale = draw(st.sampled_from([0.0, 1e-6, 1.0, 9.81, 32767.0, 1e30]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    features = (rng.standard_normal(n_samples * n_axes) * scale).tolist()
+    return {
+        "features": features,
+        "axes": [f"ax{i}" for i in range(n_axes)],
+        "sampling_freq": draw(st.sampled_from([1, 50, 62.5, 100, 1000, 8000, 16000])),
+        "implementation_version": draw(st.integers(0, 5)),
+        "draw_graphs": draw(st.booleans()),
+        "params": params,
+    }
+
+
+@pytest.mark.parametrize("block", ["spectrogram", "mfe", "mfcc", "spectral-analysis"])
+def test_any_request_gets_finite_features_or_a_clear_error(real_app, block):
+    client = real_app.test_client()
+    parameters = client.get(f"/blocks/{block}/parameters").get_json()
+
+    @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(body=requests_for(parameters))
+    def check(body):
+        response = client.post(f"/blocks/{block}/run", data=json.dumps(body), content_type="application/json")
+        assert response.status_code == 200
+        text = response.get_data(as_text=True)
+        assert "NaN" not in text and "Infinity" not in text
+        payload = json.loads(text)
+        if payload["success"]:
+            assert all(math.isfinite(v) for v in payload["features"])
+            assert isinstance(payload["graphs"], list)
+        else:
+            assert isinstance(payload["error"], str) and len(payload["error"]) > 10
+            assert "Internal error" not in payload["error"], payload["error"]
+
+    check()
