@@ -131,7 +131,7 @@ def create_app(
             "GET /blocks/<name>/, GET parameters, POST run, POST batch (the root block also at /).",
             405: f"{request.method} is not allowed on {request.path}; "
             f"allowed: {', '.join(sorted(allowed))}.",
-            413: f"The request body is larger than the limit of {max_body_mb:g} MB "
+            413: f"The request body is larger than the limit of {max_body_mb:g} MiB "
             "(set DSP_MAX_BODY_MB to change it); send fewer windows per batch.",
         }
         message = getattr(exc, "user_message", None) or messages.get(exc.code, exc.description)

@@ -103,3 +103,41 @@ def load_parameters(name: str) -> dict:
     spec["version"] = 1
     spec["type"] = "dsp"
     return spec
+
+
+def time_frequency_block(
+    name: str,
+    transform: Callable[[Request, np.ndarray], np.ndarray],
+    fft_used: Callable[[dict], list[int]],
+    graphs: Optional[Callable[[Request, np.ndarray], list[dict]]] = None,
+) -> Block:
+    """A block whose output per window is a (frames, rows) matrix: spectrogram, MFE, MFCC.
+
+    transform: (request, windows of shape (windows, samples, axes)) -> (windows, frames, rows).
+    fft_used:  the request's params -> FFT sizes used.
+    graphs:    (request, one window's matrix) -> graph dicts; called only when draw_graphs.
+
+    One window goes through the batch path as a batch of one, so the two cannot drift. Features
+    are frame-major and `output_config` is {"type": "spectrogram", "shape": {width: frames,
+    height: rows}}, as Edge Impulse's blocks lay them out.
+    """
+
+    def output_config(frames: int, rows: int) -> dict:
+        return {"type": "spectrogram", "shape": {"width": frames, "height": rows}}
+
+    def compute_batch(req: Request) -> BatchFeatures:
+        result = transform(req, req.raw)
+        windows, frames, rows = result.shape
+        return BatchFeatures(features=result.reshape(windows, frames * rows).astype(np.float64),
+                             labels=[], output_config=output_config(frames, rows),
+                             fft_used=fft_used(req.params))
+
+    def compute(req: Request) -> Features:
+        result = transform(req, req.raw[np.newaxis])[0]
+        frames, rows = result.shape
+        return Features(features=result.reshape(-1).astype(np.float64), labels=[],
+                        output_config=output_config(frames, rows), fft_used=fft_used(req.params),
+                        graphs=graphs(req, result) if req.draw_graphs and graphs else [])
+
+    return Block(name=name, parameters=load_parameters(name), compute=compute,
+                 compute_batch=compute_batch)

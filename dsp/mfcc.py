@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 
-from dsp.block import BatchFeatures, Block, Features, Request, load_parameters
+from dsp.block import Request, time_frequency_block
 from dsp.errors import ConfigurationError
 from dsp.framing import (
     check_fft_length,
@@ -135,44 +135,15 @@ def _run(req: Request, raw: np.ndarray) -> np.ndarray:
     )
 
 
-def _output_config(frames: int, coefficients: int) -> dict:
-    return {"type": "spectrogram", "shape": {"width": frames, "height": coefficients}}
-
-
 def _fft_used(params: dict) -> list[int]:
     # Upstream lists the filter number too (its DCT size on device).
     return [params["num_filters"], params["fft_length"]]
 
 
-def compute_batch(req: Request) -> BatchFeatures:
-    """All windows of `req.raw` (windows, samples, axes) at once."""
-    result = _run(req, req.raw)
-    windows, frames, coefficients = result.shape
-    return BatchFeatures(
-        features=result.reshape(windows, frames * coefficients).astype(np.float64),
-        labels=[],
-        output_config=_output_config(frames, coefficients),
-        fft_used=_fft_used(req.params),
-    )
+def _graphs(req: Request, result: np.ndarray) -> list[dict]:
+    from dsp.graphs import image_graph
+
+    return [image_graph("Cepstral Coefficients", result, y_label="Coefficient")]
 
 
-def compute(req: Request) -> Features:
-    """One window: the batch path on a batch of one, plus the graph when asked."""
-    result = _run(req, req.raw[np.newaxis])[0]
-    frames, coefficients = result.shape
-    graphs = []
-    if req.draw_graphs:
-        from dsp.graphs import image_graph
-
-        graphs.append(image_graph("Cepstral Coefficients", result, y_label="Coefficient"))
-    return Features(
-        features=result.reshape(-1).astype(np.float64),
-        labels=[],
-        output_config=_output_config(frames, coefficients),
-        fft_used=_fft_used(req.params),
-        graphs=graphs,
-    )
-
-
-BLOCK = Block(name=NAME, parameters=load_parameters(NAME), compute=compute,
-              compute_batch=compute_batch)
+BLOCK = time_frequency_block(NAME, _run, fft_used=_fft_used, graphs=_graphs)

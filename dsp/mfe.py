@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dsp.block import BatchFeatures, Block, Features, Request, load_parameters
+from dsp.block import Request, time_frequency_block
 from dsp.framing import (
     check_fft_length,
     check_noise_floor,
@@ -120,46 +120,16 @@ def _run(req: Request, raw: np.ndarray) -> np.ndarray:
     )
 
 
-def _output_config(frames: int, filters: int) -> dict:
-    return {"type": "spectrogram", "shape": {"width": frames, "height": filters}}
+def _graphs(req: Request, result: np.ndarray) -> list[dict]:
+    from dsp.graphs import image_graph
+
+    params = req.params
+    filterbank = mel_filterbank(params["num_filters"], params["fft_length"], req.sampling_freq,
+                                params["low_frequency"], params["high_frequency"],
+                                old_mels=req.implementation_version <= 3)
+    return [image_graph("Mel Energies (DSP Output)", result, y_label="Mel filter"),
+            image_graph("FFT Bin Weighting", filterbank, x_label="Mel filter", y_label="FFT bin")]
 
 
-def compute_batch(req: Request) -> BatchFeatures:
-    """All windows of `req.raw` (windows, samples, axes) at once."""
-    result = _run(req, req.raw)
-    windows, frames, filters = result.shape
-    return BatchFeatures(
-        features=result.reshape(windows, frames * filters).astype(np.float64),
-        labels=[],
-        output_config=_output_config(frames, filters),
-        fft_used=[req.params["fft_length"]],
-    )
-
-
-def compute(req: Request) -> Features:
-    """One window: the batch path on a batch of one, plus the graphs when asked."""
-    result = _run(req, req.raw[np.newaxis])[0]
-    frames, filters = result.shape
-    graphs = []
-    if req.draw_graphs:
-        from dsp.graphs import image_graph
-
-        params = req.params
-        filterbank = mel_filterbank(params["num_filters"], params["fft_length"],
-                                    req.sampling_freq, params["low_frequency"],
-                                    params["high_frequency"],
-                                    old_mels=req.implementation_version <= 3)
-        graphs.append(image_graph("Mel Energies (DSP Output)", result, y_label="Mel filter"))
-        graphs.append(image_graph("FFT Bin Weighting", filterbank, x_label="Mel filter",
-                                  y_label="FFT bin"))
-    return Features(
-        features=result.reshape(-1).astype(np.float64),
-        labels=[],
-        output_config=_output_config(frames, filters),
-        fft_used=[req.params["fft_length"]],
-        graphs=graphs,
-    )
-
-
-BLOCK = Block(name=NAME, parameters=load_parameters(NAME), compute=compute,
-              compute_batch=compute_batch)
+BLOCK = time_frequency_block(NAME, _run, fft_used=lambda params: [params["fft_length"]],
+                             graphs=_graphs)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dsp.block import BatchFeatures, Block, Features, Request, load_parameters
+from dsp.block import Request, time_frequency_block
 from dsp.framing import (
     check_fft_length,
     check_noise_floor,
@@ -99,39 +99,11 @@ def _run(req: Request, raw: np.ndarray) -> np.ndarray:
     )
 
 
-def _output_config(frames: int, bins: int) -> dict:
-    return {"type": "spectrogram", "shape": {"width": frames, "height": bins}}
+def _graphs(req: Request, result: np.ndarray) -> list[dict]:
+    from dsp.graphs import image_graph
+
+    return [image_graph("Spectrogram", result)]
 
 
-def compute_batch(req: Request) -> BatchFeatures:
-    """All windows of `req.raw` (windows, samples, axes) at once."""
-    result = _run(req, req.raw)
-    windows, frames, bins = result.shape
-    return BatchFeatures(
-        features=result.reshape(windows, frames * bins),
-        labels=[],
-        output_config=_output_config(frames, bins),
-        fft_used=[req.params["fft_length"]],
-    )
-
-
-def compute(req: Request) -> Features:
-    """One window: the batch path on a batch of one, plus the graph when asked."""
-    result = _run(req, req.raw[np.newaxis])[0]
-    frames, bins = result.shape
-    graphs = []
-    if req.draw_graphs:
-        from dsp.graphs import image_graph
-
-        graphs.append(image_graph("Spectrogram", result))
-    return Features(
-        features=result.reshape(-1),
-        labels=[],
-        output_config=_output_config(frames, bins),
-        fft_used=[req.params["fft_length"]],
-        graphs=graphs,
-    )
-
-
-BLOCK = Block(name=NAME, parameters=load_parameters(NAME), compute=compute,
-              compute_batch=compute_batch)
+BLOCK = time_frequency_block(NAME, _run, fft_used=lambda params: [params["fft_length"]],
+                             graphs=_graphs)
