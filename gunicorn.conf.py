@@ -20,3 +20,6 @@ errorlog = "-"
 # message (instead of workers failing to boot in a loop), and workers share its memory.
 # Anything that is not fork-safe (TFLite interpreters, JSON parsers) is created lazily per thread.
 preload_app = True
+# gunicorn 27 opens a control socket under $HOME by default; the container's user has no home,
+# and concurrent servers on one machine would share the socket. Nothing here uses it.
+control_socket_disable = True
