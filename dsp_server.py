@@ -67,7 +67,7 @@ def create_app(
             raise _NotFound(f"Unknown block '{name}'. Blocks: {', '.join(hosted)} (GET /blocks).")
         return hosted[name]
 
-    @app.get("/blocks")
+    @app.get("/blocks", strict_slashes=False)
     def list_blocks():
         listing = [
             {
