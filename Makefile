@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 4446
 
-.PHONY: install run test bench clean
+.PHONY: install install-train run test bench clean
 
 install: $(VENV)/.installed
 
@@ -13,10 +13,17 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/pip install --disable-pip-version-check -q -r requirements-dev.txt
 	touch $@
 
+# TensorFlow for training and converting models (models/); the tests of that tooling need it too.
+install-train: $(VENV)/.installed-train
+
+$(VENV)/.installed-train: $(VENV)/.installed requirements-train.txt
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements-train.txt
+	touch $@
+
 run: install
 	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py "dsp_server:create_app()"
 
-test: install
+test: install-train
 	$(BIN)/python -m pytest -q
 
 bench: install
