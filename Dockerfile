@@ -24,6 +24,7 @@ RUN set -eu; \
 
 # Hosted blocks have no network: everything the server needs is copied in here.
 COPY dsp/ dsp/
+COPY models/*.json models/*.tflite models/
 COPY dsp_server.py gunicorn.conf.py parameters.json ./
 
 RUN useradd --system --uid 10001 --no-create-home dsp

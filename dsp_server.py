@@ -98,9 +98,18 @@ def create_app(
         return _protocol_response(lambda: hb.batch(_request_body()))
 
     def tflite_impl(hb: "HostedBlock"):
-        raise _NotFound(
-            f"Block '{hb.block.name}' has no TFLite implementation (info.hasTfliteImplementation is false)."
-        )
+        g.block = hb.block.name
+        if hb.block.tflite_implementation is None:
+            raise _NotFound(
+                f"Block '{hb.block.name}' has no TFLite implementation (info.hasTfliteImplementation is false)."
+            )
+        try:
+            model = hb.tflite_implementation(_request_body())
+        except ConfigurationError as exc:
+            # Not 200: Studio would take a 200 body for the model file itself.
+            return _json_response({"success": False, "error": str(exc)}, status=400)
+        return Response(model, mimetype="application/octet-stream",
+                        headers={"Content-Disposition": 'attachment; filename="dsp.tflite"'})
 
     routes = {"": ("GET", describe), "parameters": ("GET", parameters), "run": ("POST", run),
               "batch": ("POST", batch), "tflite-impl": ("POST", tflite_impl)}
@@ -201,6 +210,10 @@ class HostedBlock:
             "state": state,
             "state_string": state_string,
         }
+
+    def tflite_implementation(self, body: "simdjson.Object") -> bytes:
+        """The block's raw-window TFLite model for the impulse described by the request."""
+        return self.block.tflite_implementation(self._request(body, None, draw_graphs=False))
 
     def _batch_loop(self, req: Request, windows: list[np.ndarray]):
         """One window at a time, threading state from each window into the next."""

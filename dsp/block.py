@@ -76,6 +76,8 @@ class BatchFeatures:
 ComputeFn = Callable[[Request], Features]
 # Optional vectorised path: raw is (windows, samples, axes); params etc. as in Request.
 ComputeBatchFn = Callable[[Request], BatchFeatures]
+# Optional `/tflite-impl`: a TFLite flatbuffer mapping the raw window to the features (raw is None).
+TfliteImplementationFn = Callable[[Request], bytes]
 
 
 @dataclass
@@ -86,6 +88,7 @@ class Block:
     parameters: dict
     compute: ComputeFn
     compute_batch: Optional[ComputeBatchFn] = None
+    tflite_implementation: Optional[TfliteImplementationFn] = None
 
     @property
     def info(self) -> dict:

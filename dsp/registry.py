@@ -1,15 +1,32 @@
 """The blocks this server hosts, by URL name."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Optional
+
 from dsp.block import Block
 
-DEFAULT_ROOT_BLOCK = "spectrogram"
+DEFAULT_ROOT_BLOCK = "embeddings"
 
 
-def all_blocks() -> dict[str, Block]:
-    """Every block the server hosts, keyed by the name in its URL prefix `/blocks/<name>/`."""
+def all_blocks(embeddings_model: "Optional[str | Path]" = None) -> dict[str, Block]:
+    """Every block the server hosts, keyed by the name in its URL prefix `/blocks/<name>/`.
+
+    embeddings_model: the model's metadata JSON or .tflite; default env `EMBEDDINGS_MODEL`, else
+    the shipped default model. A model that cannot be loaded stops the caller with SystemExit
+    and a one-line message naming the path and the reason.
+    """
     # Imported here so that importing the registry costs nothing until an app is built.
-    from dsp import mfcc, mfe, spectral_analysis, spectrogram
+    from dsp import embeddings, mfcc, mfe, spectral_analysis, spectrogram
+    from dsp.embedding_model import DEFAULT_MODEL, ModelLoadError, load_model
+    from dsp.errors import ConfigurationError
 
-    blocks = [spectrogram.BLOCK, mfe.BLOCK, mfcc.BLOCK, spectral_analysis.BLOCK]
+    frontends = {block.name: block for block in (spectrogram.BLOCK, mfe.BLOCK, mfcc.BLOCK)}
+    model_path = embeddings_model or os.environ.get("EMBEDDINGS_MODEL") or DEFAULT_MODEL
+    try:
+        embeddings_block = embeddings.make_block(load_model(model_path), frontends)
+    except (ModelLoadError, ConfigurationError) as exc:
+        raise SystemExit(f"Cannot load the embeddings model: {exc}") from None
+    blocks = [embeddings_block, *frontends.values(), spectral_analysis.BLOCK]
     return {block.name: block for block in blocks}

@@ -85,6 +85,31 @@ def test_tflite_impl_absent_is_404(probe_client):
     assert post(probe_client, "/tflite-impl", BODY).status_code == 404
 
 
+def test_tflite_impl_returns_the_flatbuffer_or_a_400_json_error():
+    import dataclasses
+
+    from dsp.errors import ConfigurationError
+    from dsp_server import create_app
+    from tests.conftest import probe_block
+
+    def implementation(req):
+        if req.sampling_freq != 100:
+            raise ConfigurationError("probe: wants 100 Hz")
+        return b"TFL3-probe"
+
+    block = dataclasses.replace(probe_block(), tflite_implementation=implementation)
+    client = create_app(blocks={"probe": block}, root_block="probe").test_client()
+    body = {"axes": ["accX", "accY"], "sampling_freq": 100, "params": {}, "implementation_version": 2,
+            "input_shape": [6]}
+    response = post(client, "/blocks/probe/tflite-impl", body)
+    assert response.status_code == 200 and response.data == b"TFL3-probe"
+    assert response.mimetype == "application/octet-stream"
+    assert response.headers["Content-Disposition"] == 'attachment; filename="dsp.tflite"'
+    response = post(client, "/tflite-impl", {**body, "sampling_freq": 50})
+    assert response.status_code == 400 and response.get_json()["error"] == "probe: wants 100 Hz"
+    assert post(client, "/tflite-impl", b"{oops").status_code == 400
+
+
 # --- /run ---------------------------------------------------------------------------------------
 
 
