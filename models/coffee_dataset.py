@@ -118,8 +118,7 @@ ACCEL_WINDOW = int(ACCEL_RATE * WINDOW_SECONDS)
 # The machine's motion is simulated faster than the sensor samples it, so that the sensor's
 # averaging and aliasing of the 50/60 Hz pump stroke and the grinder motor are modelled.
 MOTION_RATE = 1000
-ACCEL_RESOLUTION = 1e-4  # m/s^2
-ACCEL_DECIMALS_SCALE = 10_000  # 1 / ACCEL_RESOLUTION, exactly
+ACCEL_DECIMALS = 4  # readings in m/s^2 to 0.1 mm/s^2
 # By ear, extraction is this much hissier and less buzzy than pumping (and pumping the
 # reverse); machine-to-machine spreads are several times larger.
 PUMP_EXTRACT_OFFSET_DB = 1.5
@@ -307,10 +306,15 @@ def _lowpass_noise(rng: np.random.Generator, n: int, rate: float, cutoff: float)
 
 
 def _coloured_noise(rng: np.random.Generator, n: int, rate: float, tilt: float) -> np.ndarray:
-    """Noise with power ~ f^-tilt above 20 Hz (room tone), unit RMS."""
-    spectrum = np.fft.rfft(rng.normal(size=n))
+    """Noise with power ~ f^-tilt above 20 Hz (room tone), unit RMS.
+
+    Shaped in the frequency domain from complex Gaussian bins (the spectrum of white noise),
+    which saves transforming white noise first.
+    """
+    bins = n // 2 + 1
+    spectrum = rng.normal(size=bins) + 1j * rng.normal(size=bins)
     freqs = np.maximum(np.fft.rfftfreq(n, 1 / rate), 20.0)
-    noise = np.fft.irfft(spectrum * freqs ** (-tilt / 2), n)
+    noise = np.fft.irfft(spectrum * np.exp(np.log(freqs) * (-tilt / 2)), n)
     return noise / np.sqrt(np.mean(noise**2))
 
 
@@ -512,9 +516,9 @@ def _simulate_accel(machine: _Machine, stage: str, run: _Run, rng: np.random.Gen
     accel = specific_force.reshape(-1, decimation, 3).mean(axis=1)
     accel = accel * machine.accel_scale + machine.accel_offset
     accel += machine.sensor_noise * rng.normal(size=accel.shape)
-    # Dividing the whole count gives the float nearest the decimal reading, whose repr is
-    # short (9.825, not 9.825000000000001): compact, exact JSON.
-    return np.round(accel / ACCEL_RESOLUTION) / ACCEL_DECIMALS_SCALE
+    # numpy rounds by dividing a whole count by 10**4, which gives the float nearest the
+    # decimal reading: its repr is short (9.825, not 9.825000000000001), so JSON is compact.
+    return np.round(accel, ACCEL_DECIMALS)
 
 
 def _stream(seed: int, *key: int) -> np.random.Generator:
@@ -763,7 +767,8 @@ def audio_features(audio: np.ndarray) -> np.ndarray:
 
     chunk = 256  # the block frames every window at once: bound the memory it takes
     return np.concatenate([
-        spectrogram(audio[i:i + chunk, :, None], AUDIO_RATE, 4, **SPECTROGRAM_PARAMS).mean(axis=1)
+        spectrogram(audio[i:i + chunk, :, None], AUDIO_RATE, 4,
+                    **SPECTROGRAM_PARAMS).mean(axis=1)
         for i in range(0, len(audio), chunk)])
 
 
@@ -827,7 +832,8 @@ def _single_feature_classifier():
 def feature_names() -> list[str]:
     """Names of the fused features, audio (`audio_features`) then vibration."""
     bin_hz = AUDIO_RATE / SPECTROGRAM_PARAMS["fft_length"]
-    audio = [f"audio {k * bin_hz:.0f} Hz" for k in range(SPECTROGRAM_PARAMS["fft_length"] // 2 + 1)]
+    bins = SPECTROGRAM_PARAMS["fft_length"] // 2 + 1
+    audio = [f"audio {k * bin_hz:.0f} Hz" for k in range(bins)]
     edges = VIBRATION_BAND_EDGES_HZ
     vibration = ["vibration RMS"] + [f"vibration {low:g}-{min(high, ACCEL_RATE / 2):g} Hz"
                                      for low, high in zip(edges[:-1], edges[1:])]
@@ -850,6 +856,12 @@ def measure(ds: CoffeeDataset, folds: int = 4, seed: int = 0) -> Measurement:
         Machine folds.
     seed : int
         Which machines go to which fold.
+
+    Returns
+    -------
+    Measurement
+        Pooled and per-fold accuracies, confusion matrices, pairwise accuracies and the best
+        single feature.
     """
     audio = audio_features(ds.audio)
     vibration = vibration_features(ds.accel)
@@ -885,6 +897,8 @@ def measure(ds: CoffeeDataset, folds: int = 4, seed: int = 0) -> Measurement:
     # The best any one feature does alone: a depth-2 tree (three thresholds, so one interval
     # per stage), same folds.
     names = feature_names()
+    if len(names) != features["fused"].shape[1]:  # feature functions swapped for a study
+        names = [f"feature {k}" for k in range(features["fused"].shape[1])]
     single = []
     for column in range(features["fused"].shape[1]):
         correct = 0
@@ -904,7 +918,11 @@ def measure(ds: CoffeeDataset, folds: int = 4, seed: int = 0) -> Measurement:
 def format_measurement(result: Measurement) -> str:
     """Markdown tables of a `Measurement`."""
     modalities = ("audio", "vibration", "fused")
-    lines = ["| features | accuracy (pooled) | per fold |", "|---|---|---|"]
+    sizes = result.sizes
+    lines = [f"{sizes['windows']} windows from {sizes['machines']} machines, {sizes['folds']} "
+             f"folds by machine; {sizes['audio_features']} audio and "
+             f"{sizes['vibration_features']} vibration features.", "",
+             "| features | accuracy (pooled) | per fold |", "|---|---|---|"]
     for name in modalities:
         folds = ", ".join(f"{100 * a:.1f}" for a in result.fold_accuracy[name])
         lines.append(f"| {name} | {100 * result.accuracy[name]:.1f} % | {folds} |")
@@ -931,6 +949,7 @@ def format_measurement(result: Measurement) -> str:
 # --------------------------------------------------------------------------------------------
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command line: generate, write (npz or Edge Impulse JSON) and/or measure."""
     parser = argparse.ArgumentParser(
         prog="python -m models.coffee_dataset",
         description="Simulated coffee-machine dataset (audio 16 kHz + accelerometer 100 Hz).")
@@ -954,7 +973,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("give --out DIR and/or --measure")
 
     started = time.perf_counter()
-    ds = generate(args.machines, args.windows_per_stage, args.seed)
+    try:
+        ds = generate(args.machines, args.windows_per_stage, args.seed)
+        if args.out is not None and args.format == "ei-json":
+            _check_common_rate(args.rate)
+    except ValueError as error:
+        parser.error(str(error))
     elapsed = time.perf_counter() - started
     print(f"generated {len(ds)} windows ({args.machines} machines x {len(STAGES)} stages x "
           f"{args.windows_per_stage} s, seed {args.seed}) in {elapsed:.1f} s", file=sys.stderr)
