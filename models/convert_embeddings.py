@@ -1186,6 +1186,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               file=sys.stderr)
         return 1
     _print_summary(result)
+    return _build_raw_window_model(result.paths["metadata"])
+
+
+def _build_raw_window_model(metadata_path: Path) -> int:
+    """The raw-window model for /tflite-impl, beside the embedder (when the front-end allows)."""
+    from models.raw_window_model import UnsupportedFrontend, build_and_record
+
+    try:
+        build_and_record(metadata_path, log=lambda line: print(line) if line.startswith("wrote") else None)
+    except UnsupportedFrontend as exc:
+        # The embedder is still served by /run and /batch; only /tflite-impl is unavailable.
+        print(f"convert_embeddings: note: no raw-window model ({_one_line(str(exc))}); "
+              "the block will announce hasTfliteImplementation false", file=sys.stderr)
+    except ValueError as exc:
+        print(f"convert_embeddings: error: raw-window model: {_one_line(str(exc))}", file=sys.stderr)
+        return 1
     return 0
 
 

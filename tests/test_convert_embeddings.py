@@ -145,7 +145,10 @@ def test_metadata_is_complete(converted):
     assert metadata["input"]["shape"] == [1, INPUT_WIDTH]
     assert metadata["output"]["shape"] == [1, EMBEDDING_SIZE]
     assert metadata["classes"] == ["a", "b", "c"]
-    assert metadata["files"] == {"int8": "tiny.tflite", "float32": "tiny.float32.tflite"}
+    # The command also builds the raw-window model for /tflite-impl beside the embedder.
+    assert metadata["files"] == {"int8": "tiny.tflite", "float32": "tiny.float32.tflite",
+                                 "raw": "tiny.raw.tflite"}
+    assert metadata["raw_model"]["worst_relative_l2"] <= 1e-2
     assert metadata["data"] == DATA
     conversion = metadata["conversion"]
     assert "models.convert_embeddings" in conversion["command"]
