@@ -4,6 +4,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -133,11 +134,15 @@ def test_unknown_root_block_stops_the_server_with_a_clear_message():
 
 def _readme_curl_examples() -> list[str]:
     text = (ROOT / "README.md").read_text()
-    blocks = text.split("```sh\n")[1:]
-    return [b.split("```")[0] for b in blocks if b.startswith("curl -s localhost:4446")]
+    blocks = [b.split("```")[0] for b in text.split("```sh\n")[1:]]
+    return [b for b in blocks if "curl -s localhost:4446" in b]
 
 
-@pytest.mark.parametrize("example", _readme_curl_examples(), ids=lambda e: e.split()[2])
+def _route(example: str) -> str:
+    return re.search(r"localhost:4446(\S*)", example).group(1)
+
+
+@pytest.mark.parametrize("example", _readme_curl_examples(), ids=_route)
 def test_readme_curl_examples_work_as_pasted(server, example):
     port = server.rsplit(":", 1)[1]
     command = example.replace("localhost:4446", f"localhost:{port}")
@@ -146,5 +151,5 @@ def test_readme_curl_examples_work_as_pasted(server, example):
 
 
 def test_readme_has_curl_examples_for_run_and_batch():
-    routes = {example.split()[2].rsplit("/", 1)[1] for example in _readme_curl_examples()}
+    routes = {_route(example).rsplit("/", 1)[1] for example in _readme_curl_examples()}
     assert {"run", "batch"} <= routes
