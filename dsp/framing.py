@@ -26,6 +26,7 @@ from dsp.errors import ConfigurationError
 __all__ = [
     "MIN_FRAME_SAMPLES",
     "MAX_FRAMES",
+    "MAX_FFT_LENGTH",
     "FrameLayout",
     "single_axis_signals",
     "check_fft_length",
@@ -46,6 +47,9 @@ __all__ = [
 # devices' feature buffers.
 MIN_FRAME_SAMPLES = 4
 MAX_FRAMES = 500
+# Upstream has no upper bound; this one keeps a typo from allocating gigabytes per request
+# (500 frames of a 16384-point spectrum are 65 MB).
+MAX_FFT_LENGTH = 16384
 
 # speechpy rounds a fractional sample count up, unless it is this close above a whole number:
 # 0.018 s * 16000 Hz is 288.00000000000006 in floating point and must stay 288.
@@ -118,6 +122,10 @@ def check_fft_length(fft_length: int) -> None:
     if fft_length < 1 or not math.log2(fft_length).is_integer():
         raise ConfigurationError(
             f"FFT length must be a power of 2 (for example 64, 128, 256 or 512); got {fft_length}."
+        )
+    if fft_length > MAX_FFT_LENGTH:
+        raise ConfigurationError(
+            f"FFT length must be at most {MAX_FFT_LENGTH}; got {fft_length}."
         )
 
 
@@ -213,7 +221,9 @@ def frame_layout(n_samples: int, sampling_freq: float, frame_length: float, fram
         )
     length = frame_length_in_samples(sampling_freq, frame_length, implementation_version)
     stride = frame_stride_in_samples(sampling_freq, frame_stride)
-    count = frame_count(n_samples, length, stride, implementation_version)
+    # In exact arithmetic no version fits a frame longer than the window; checking it directly
+    # also covers absurd strides, for which the frame count's float division rounds up to 1.
+    count = frame_count(n_samples, length, stride, implementation_version) if length <= n_samples else 0
     if count < 1:
         raise ConfigurationError(
             f"Frame length is larger than your window size: a frame of {frame_length:g} s is "

@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 
 from dsp.errors import ConfigurationError
+from dsp.framing import MAX_FFT_LENGTH
 
 __all__ = [
     "ZERO_ENERGY",
@@ -35,7 +36,12 @@ ZERO_ENERGY = 1e-10
 _TOP_EDGE_OFFSET_HZ = 0.001
 
 # When suggesting a larger FFT for an empty filter, stop looking beyond this length.
-_LARGEST_SUGGESTED_FFT = 1 << 16
+_LARGEST_SUGGESTED_FFT = MAX_FFT_LENGTH
+# Upstream sets no upper bounds; these keep one request from costing seconds or gigabytes
+# (the filterbank is filters x bins; normalisation costs one pass per frame of its window, and a
+# window holds at most 500 frames, so wider windows only repeat the mirrored frames).
+MAX_FILTERS = 512
+MAX_NORMALIZATION_WINDOW = 1001
 
 
 def hz_to_mel(frequency):
@@ -81,8 +87,10 @@ def mel_filterbank(num_filters: int, fft_length: int, sampling_freq: float,
         or when a filter covers no FFT bin (the message says how many filters would fit and
         which FFT length would fit them all).
     """
-    if num_filters < 2:
-        raise ConfigurationError(f"Filter number must be at least 2; got {num_filters}.")
+    if not 2 <= num_filters <= MAX_FILTERS:
+        raise ConfigurationError(
+            f"Filter number must be from 2 to {MAX_FILTERS}; got {num_filters}."
+        )
     low, high = _band_edges(sampling_freq, low_frequency, high_frequency)
     bank = _triangular_filters(num_filters, fft_length, float(sampling_freq), low, high, old_mels)
     empty = int(np.count_nonzero(~bank.any(axis=1)))
@@ -118,11 +126,7 @@ def _triangular_filters(num_filters: int, fft_length: int, sampling_freq: float,
                         high: float, old_mels: bool) -> np.ndarray:
     """The filterbank matrix, without checks; cached because every window of a batch shares it."""
     n_bins = fft_length // 2 + 1
-    edges_hz = mel_to_hz(np.linspace(hz_to_mel(low), hz_to_mel(high), num_filters + 2))
-    edges_hz[-1] -= _TOP_EDGE_OFFSET_HZ
-    bins_per_hz_scale = n_bins if old_mels else fft_length
-    edge_bins = np.floor((bins_per_hz_scale + 1) * edges_hz / sampling_freq).astype(int)
-
+    edge_bins = _edge_bins(num_filters, fft_length, sampling_freq, low, high, old_mels)
     left = edge_bins[:-2, None]
     middle = edge_bins[1:-1, None]
     right = edge_bins[2:, None]
@@ -139,17 +143,36 @@ def _triangular_filters(num_filters: int, fft_length: int, sampling_freq: float,
     return bank
 
 
+def _edge_bins(num_filters: int, fft_length: int, sampling_freq: float, low: float, high: float,
+               old_mels: bool) -> np.ndarray:
+    """The FFT bins of the num_filters + 2 band edges, equally spaced in mel."""
+    edges_hz = mel_to_hz(np.linspace(hz_to_mel(low), hz_to_mel(high), num_filters + 2))
+    edges_hz[-1] -= _TOP_EDGE_OFFSET_HZ
+    bins_per_hz_scale = fft_length // 2 + 1 if old_mels else fft_length
+    return np.floor((bins_per_hz_scale + 1) * edges_hz / sampling_freq).astype(int)
+
+
+def _all_filters_cover_a_bin(num_filters: int, fft_length: int, sampling_freq: float, low: float,
+                             high: float, old_mels: bool) -> bool:
+    """Whether no filter row would be all zeros, from the band edges alone (no matrix).
+
+    A filter is empty exactly when its three edges fall in one bin: otherwise its peak bin
+    (or the bin after its left edge) gets a non-zero weight.
+    """
+    edges = _edge_bins(num_filters, fft_length, sampling_freq, low, high, old_mels)
+    return not np.any((edges[:-2] == edges[1:-1]) & (edges[1:-1] == edges[2:]))
+
+
 def _empty_filter_message(empty: int, num_filters: int, fft_length: int, sampling_freq: float,
                           low: float, high: float, old_mels: bool) -> str:
     fitting = next(
         (n for n in range(num_filters - 1, 1, -1)
-         if _triangular_filters(n, fft_length, float(sampling_freq), low, high, old_mels)
-         .any(axis=1).all()),
+         if _all_filters_cover_a_bin(n, fft_length, float(sampling_freq), low, high, old_mels)),
         None,
     )
     longer_fft = fft_length * 2
-    while longer_fft <= _LARGEST_SUGGESTED_FFT and not _triangular_filters(
-            num_filters, longer_fft, float(sampling_freq), low, high, old_mels).any(axis=1).all():
+    while longer_fft <= _LARGEST_SUGGESTED_FFT and not _all_filters_cover_a_bin(
+            num_filters, longer_fft, float(sampling_freq), low, high, old_mels):
         longer_fft *= 2
     fixes = []
     if fitting is not None:
@@ -227,10 +250,10 @@ def cmvnw(features: np.ndarray, win_size: int, variance_normalization: bool = Fa
     ConfigurationError
         If `win_size` is not a positive odd number.
     """
-    if win_size < 1 or win_size % 2 != 1:
+    if win_size < 1 or win_size % 2 != 1 or win_size > MAX_NORMALIZATION_WINDOW:
         raise ConfigurationError(
-            f"Normalization window size (win_size) must be a positive odd number of frames, "
-            f"for example 101; got {win_size}."
+            f"Normalization window size (win_size) must be a positive odd number of frames up to "
+            f"{MAX_NORMALIZATION_WINDOW}, for example 101; got {win_size}."
         )
     frames = features.shape[1]
     padded = _pad_frames(features, win_size)

@@ -111,7 +111,9 @@ def test_v1_needs_room_for_one_more_stride():
 
 @pytest.mark.parametrize("block", ["mfe", "mfcc"])
 @pytest.mark.parametrize("params, message", [
-    ({"num_filters": 1}, "Filter number must be at least 2"),
+    ({"num_filters": 1}, "Filter number must be from 2 to 512"),
+    ({"num_filters": 513}, "Filter number must be from 2 to 512"),
+    ({"fft_length": 32768}, "FFT length must be at most 16384"),
     ({"high_frequency": 9000}, "at most half the sampling frequency \\(8000 Hz\\); got 9000"),
     ({"low_frequency": 4000, "high_frequency": 3000}, "must be below the high frequency"),
     ({"low_frequency": 8000}, "must be below the high frequency"),
@@ -120,6 +122,11 @@ def test_v1_needs_room_for_one_more_stride():
 def test_filterbank_errors(block, params, message):
     with pytest.raises(ConfigurationError, match=message):
         BLOCKS[block].compute(request(block, audio(), **params))
+
+
+def test_normalization_window_is_bounded():
+    with pytest.raises(ConfigurationError, match="up to 1001"):
+        BLOCKS["mfcc"].compute(request("mfcc", audio(), win_size=1003))
 
 
 @pytest.mark.parametrize("block, version", [("mfe", 1), ("mfe", 2), ("mfe", 3), ("mfcc", 3)])

@@ -81,7 +81,8 @@ def test_any_request_gets_finite_features_or_a_clear_error(real_app, block):
     client = real_app.test_client()
     parameters = client.get(f"/blocks/{block}/parameters").get_json()
 
-    @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+    # derandomize: the same examples on every run, so CI cannot flake on a new draw.
+    @settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(body=requests_for(parameters))
     def check(body):
         response = client.post(f"/blocks/{block}/run", data=json.dumps(body), content_type="application/json")
