@@ -22,7 +22,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from dsp.block import Block, Request
 from dsp.errors import ConfigurationError
-from dsp.params import parameter_specs, resolve_params
+from dsp.params import describe_value, parameter_specs, resolve_params
 from dsp.registry import DEFAULT_ROOT_BLOCK, all_blocks
 from dsp.window import check_finite, split_axes
 
@@ -424,19 +424,12 @@ def _plain(value):
 
 
 def _type_name(value) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"the boolean {str(value).lower()}"
-    if isinstance(value, (int, float)):
-        return f"the number {value!r}"
-    if isinstance(value, str):
-        return f"the string {value!r}"[:80]
+    """describe_value, also for the parser's lazy lists and objects."""
     if isinstance(value, simdjson.Array):
         return "a list"
     if isinstance(value, simdjson.Object):
         return "an object"
-    return type(value).__name__
+    return describe_value(value)
 
 
 def _check_output(features: np.ndarray, block_name: str) -> None:

@@ -58,7 +58,7 @@ def resolve_params(specs: dict[str, ParameterSpec], given: Any) -> dict[str, Any
         given = {}
     if not isinstance(given, dict):
         raise ConfigurationError(
-            f"'params' must be an object mapping parameter names to values; got {_describe(given)}"
+            f"'params' must be an object mapping parameter names to values; got {describe_value(given)}"
         )
     values: dict[str, Any] = {}
     for raw_key, raw_value in given.items():
@@ -108,7 +108,7 @@ def _to_number(spec: ParameterSpec, value: Any, expected: str) -> float:
                 f"Parameter '{spec.param}' must be {expected}; got {value!r}"
             ) from None
     if not isinstance(value, (int, float)):
-        raise ConfigurationError(f"Parameter '{spec.param}' must be {expected}; got {_describe(value)}")
+        raise ConfigurationError(f"Parameter '{spec.param}' must be {expected}; got {describe_value(value)}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigurationError(f"Parameter '{spec.param}' must be a finite number; got {value!r}")
     return value
@@ -127,14 +127,14 @@ def _to_bool(spec: ParameterSpec, value: Any) -> bool:
 def _to_string(spec: ParameterSpec, value: Any) -> str:
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
-    raise ConfigurationError(f"Parameter '{spec.param}' must be a string; got {_describe(value)}")
+    raise ConfigurationError(f"Parameter '{spec.param}' must be a string; got {describe_value(value)}")
 
 
 def _to_option(spec: ParameterSpec, value: Any) -> Any:
     # Select values travel as strings ("3"); curl users send numbers (3, 3.0): match both.
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ConfigurationError(
-            f"Parameter '{spec.param}' must be one of {_quoted(spec.options)}; got {_describe(value)}"
+            f"Parameter '{spec.param}' must be one of {_quoted(spec.options)}; got {describe_value(value)}"
         )
     text = str(value).strip()
     if isinstance(value, float) and value.is_integer():
@@ -180,16 +180,18 @@ def _quoted(options: tuple[str, ...]) -> str:
     return ", ".join(f"'{o}'" for o in options)
 
 
-def _describe(value: Any) -> str:
-    """A short description of a JSON value for error messages."""
+def describe_value(value: Any) -> str:
+    """A short description of a JSON value for error messages ("the string 'x'", "a list")."""
     if value is None:
         return "null"
     if isinstance(value, bool):
-        return "a boolean"
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the string {value!r}"[:80]
     if isinstance(value, (list, tuple)):
         return "a list"
     if isinstance(value, dict):
         return "an object"
-    if isinstance(value, str):
-        return f"the string {value!r}"
-    return repr(value)
+    return type(value).__name__
