@@ -81,8 +81,6 @@ class CnnConfig:
     dropout: float = 0.25
     batch_norm: bool = False
     global_pooling: bool = False
-    batch_norm: bool = False
-    global_pooling: bool = False
 
     @property
     def input_width(self) -> int:
