@@ -24,7 +24,7 @@ from dsp.block import Block, Request
 from dsp.errors import ConfigurationError
 from dsp.params import describe_value, parameter_specs, resolve_params
 from dsp.registry import DEFAULT_ROOT_BLOCK, all_blocks
-from dsp.window import check_finite, split_axes
+from dsp.window import AxisMap, check_finite
 
 DEFAULT_MAX_BODY_MB = 64
 # A parser keeps buffers sized to the largest document it has read; past this size, parse with
@@ -168,7 +168,7 @@ class HostedBlock:
     def run(self, body: "simdjson.Object") -> dict:
         window = _numeric_array(_required(body, "features"), "features")
         g.window_values = int(window.size)
-        req = self._request(body, window, draw_graphs=_optional_bool(body, "draw_graphs", False))
+        req, _ = self._request(body, window, draw_graphs=_optional_bool(body, "draw_graphs", False))
         result = self.block.compute(req)
         features = np.ascontiguousarray(result.features, dtype=np.float64).reshape(-1)
         _check_output(features, self.block.name)
@@ -189,17 +189,17 @@ class HostedBlock:
         windows = _batch_windows(_required(body, "features"))
         g.windows = len(windows)
         g.window_values = int(windows[0].size) if len(windows) else 0
-        req = self._request(body, None, draw_graphs=False)
+        req, axis_map = self._request(body, None, draw_graphs=False)
         if len(windows) == 0:
             raise ConfigurationError("'features' is an empty list; send at least one window.")
         if self.block.compute_batch is not None and isinstance(windows, np.ndarray):
-            req.raw = split_axes(windows, req.axes)
+            req.raw = axis_map.split(windows)
             result = self.block.compute_batch(req)
             features = np.ascontiguousarray(result.features, dtype=np.float64)
             labels, output_config, fft_used = result.labels, result.output_config, result.fft_used
             state, state_string = result.state, result.state_string
         else:
-            features, labels, output_config, fft_used, state, state_string = self._batch_loop(req, windows)
+            features, labels, output_config, fft_used, state, state_string = self._batch_loop(req, axis_map, windows)
         _check_output(features, self.block.name)
         return {
             "success": True,
@@ -213,14 +213,14 @@ class HostedBlock:
 
     def tflite_implementation(self, body: "simdjson.Object") -> bytes:
         """The block's raw-window TFLite model for the impulse described by the request."""
-        return self.block.tflite_implementation(self._request(body, None, draw_graphs=False))
+        return self.block.tflite_implementation(self._request(body, None, draw_graphs=False)[0])
 
-    def _batch_loop(self, req: Request, windows: list[np.ndarray]):
+    def _batch_loop(self, req: Request, axis_map: AxisMap, windows: list[np.ndarray]):
         """One window at a time, threading state from each window into the next."""
         rows, first, fft_used = [], None, []
         for index, window in enumerate(windows):
             try:
-                req.raw = split_axes(window, req.axes)
+                req.raw = axis_map.split(window)
                 result = self.block.compute(req)
             except ConfigurationError as exc:
                 raise ConfigurationError(f"Window {index}: {exc}") from None
@@ -234,17 +234,19 @@ class HostedBlock:
             )
         return (np.stack(rows), first.labels, first.output_config, fft_used, req.state, result.state_string)
 
-    def _request(self, body, window: Optional[np.ndarray], draw_graphs: bool) -> Request:
-        axes = _axes(_required(body, "axes"))
+    def _request(self, body, window: Optional[np.ndarray], draw_graphs: bool) -> tuple[Request, AxisMap]:
+        axis_map = AxisMap(_axes(_required(body, "axes")), self.block.info.get("axes"),
+                           _plain(body.get("named_axes")))
         sampling_freq = _sampling_freq(_required(body, "sampling_freq"))
         version = self._version(body.get("implementation_version"))
         params = resolve_params(self.specs, _plain(body.get("params")))
-        state = body.get("state") or ""
+        # `/batch` sends `state`; a `/run` caller passes back the `state_string` it was given.
+        state = body.get("state") or body.get("state_string") or ""
         if not isinstance(state, str):
-            raise ConfigurationError("'state' must be a string (the state returned by the previous call).")
-        raw = split_axes(window, axes) if window is not None else None
-        return Request(raw=raw, axes=axes, sampling_freq=sampling_freq, implementation_version=version,
-                       params=params, draw_graphs=draw_graphs, state=state)
+            raise ConfigurationError("'state' must be a string (the state returned for the previous window).")
+        raw = axis_map.split(window) if window is not None else None
+        return Request(raw=raw, axes=axis_map.axes, sampling_freq=sampling_freq, implementation_version=version,
+                       params=params, draw_graphs=draw_graphs, state=state), axis_map
 
     def _version(self, value: Any) -> int:
         if value is None:

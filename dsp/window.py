@@ -1,6 +1,8 @@
 """Checks on the raw window that every block shares, before any block sees it."""
 from __future__ import annotations
 
+from typing import Any, Optional
+
 import numpy as np
 
 from dsp.errors import ConfigurationError
@@ -32,3 +34,87 @@ def check_finite(values: np.ndarray, what: str = "features") -> None:
         raise ConfigurationError(
             f"'{what}' must be finite numbers; value {bad} is {values.reshape(-1)[bad]!r}."
         )
+
+
+class AxisMap:
+    """Which input columns feed a block's declared axes (`info.axes`), and in what order.
+
+    Blocks that declare named axes receive their columns in declared order, named as declared,
+    whatever the input calls them. Studio sends `named_axes` (declared name -> input axis name, or
+    false for an optional axis left unselected). Without it, input axes that all carry declared
+    names are matched by name; otherwise they are taken positionally, in the declared order.
+    """
+
+    def __init__(self, input_axes: list[str], declared: Optional[list[dict]], named_axes: Any):
+        self.input_axes = input_axes
+        if not declared:
+            self.axes, self.columns = list(input_axes), None
+            return
+        names = [axis["name"] for axis in declared]
+        required = [axis["name"] for axis in declared if not axis.get("optional")]
+        if named_axes is None or named_axes is False:
+            chosen = self._implicit(input_axes, names, required)
+        elif isinstance(named_axes, dict):
+            chosen = self._named(input_axes, names, required, named_axes)
+        else:
+            raise ConfigurationError(
+                "'named_axes' must be an object mapping the block's axes "
+                f"({', '.join(names)}) to input axis names; got {type(named_axes).__name__}."
+            )
+        self.axes = [name for name in names if name in chosen]
+        self.columns = [chosen[name] for name in self.axes]
+        if self.columns == list(range(len(input_axes))):
+            self.columns = None  # identity: no copy needed
+
+    def split(self, values: np.ndarray) -> np.ndarray:
+        """Flat interleaved window(s) -> (..., samples, len(self.axes)) in declared order."""
+        raw = split_axes(values, self.input_axes)
+        return raw if self.columns is None else raw[..., self.columns]
+
+    @staticmethod
+    def _implicit(input_axes: list[str], names: list[str], required: list[str]) -> dict[str, int]:
+        if set(input_axes) <= set(names) and len(set(input_axes)) == len(input_axes):
+            chosen = {name: input_axes.index(name) for name in input_axes}
+        elif len(input_axes) <= len(names):
+            chosen = {name: index for index, name in enumerate(names[: len(input_axes)])}
+        else:
+            raise ConfigurationError(
+                f"Got {len(input_axes)} axes ({', '.join(input_axes)}) but this block takes at most "
+                f"{len(names)}: {', '.join(names)}, in that order (or map them with 'named_axes')."
+            )
+        missing = [name for name in required if name not in chosen]
+        if missing:
+            raise ConfigurationError(
+                f"Got {len(input_axes)} axes ({', '.join(input_axes)}); this block needs "
+                f"{', '.join(required)}, in that order, then optionally "
+                f"{', '.join(n for n in names if n not in required) or 'nothing more'} "
+                f"(or map them with 'named_axes'). Missing: {', '.join(missing)}."
+            )
+        return chosen
+
+    @staticmethod
+    def _named(input_axes: list[str], names: list[str], required: list[str], named_axes: dict) -> dict[str, int]:
+        unknown = [key for key in named_axes if key not in names]
+        if unknown:
+            raise ConfigurationError(
+                f"'named_axes' names {', '.join(map(repr, unknown))}, which this block does not have; "
+                f"its axes are {', '.join(names)}."
+            )
+        chosen = {}
+        for name in names:
+            selected = named_axes.get(name)
+            if selected is None or selected is False or selected == "":
+                continue
+            if not isinstance(selected, str) or selected not in input_axes:
+                raise ConfigurationError(
+                    f"'named_axes' maps '{name}' to {selected!r}, which is not one of the input axes "
+                    f"({', '.join(input_axes)})."
+                )
+            chosen[name] = input_axes.index(selected)
+        missing = [name for name in required if name not in chosen]
+        if missing:
+            raise ConfigurationError(
+                f"'named_axes' leaves out {', '.join(missing)}; this block needs "
+                f"{', '.join(required)} mapped to input axes."
+            )
+        return chosen

@@ -1,0 +1,72 @@
+"""The state a stateful block carries from one window to the next.
+
+The state travels through the client (`state` in `/batch`, `state_string` or `state` in `/run`), so
+any server replica can continue a stream. It is compact JSON text: readable in Studio, and safe to
+parse (no pickle). The block's name is stored with it so that a state cannot be fed to another block.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import numpy as np
+import orjson
+
+from dsp.errors import ConfigurationError
+
+STATE_FORMAT = 1
+
+
+def encode_state(block_name: str, payload: dict) -> str:
+    """`payload` (JSON-able, finite numbers only) as state text for `block_name`."""
+    if not _all_finite(payload):
+        raise ConfigurationError(
+            f"Block '{block_name}' cannot continue this stream: its state became non-finite on this "
+            "window (the input drove the filter out of range); check the input's units and values."
+        )
+    return orjson.dumps({**payload, "block": block_name, "format": STATE_FORMAT},
+                        option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+def decode_state(text: str, block_name: str) -> Optional[dict]:
+    """The payload stored by `encode_state`, or None for "" (the first window of a stream)."""
+    if not text:
+        return None
+    try:
+        state = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise ConfigurationError(
+            f"'state' is not a state this server produced (not JSON); send \"\" to start a new stream, "
+            f"or the state returned for the previous window of block '{block_name}'."
+        ) from None
+    if not isinstance(state, dict) or "block" not in state:
+        raise ConfigurationError(
+            f"'state' is not a state this server produced; send \"\" to start a new stream, or the "
+            f"state returned for the previous window of block '{block_name}'."
+        )
+    if state["block"] != block_name:
+        raise ConfigurationError(
+            f"'state' was produced by block '{state['block']}', not '{block_name}'; send \"\" to start "
+            "a new stream."
+        )
+    if state.get("format") != STATE_FORMAT:
+        raise ConfigurationError(
+            f"'state' has format {state.get('format')!r}; this server reads format {STATE_FORMAT}. "
+            "Send \"\" to start a new stream."
+        )
+    if not _all_finite(state):
+        raise ConfigurationError("'state' holds a non-finite number; send \"\" to start a new stream.")
+    del state["block"], state["format"]
+    return state
+
+
+def _all_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind not in "fc" or bool(np.isfinite(value).all())
+    if isinstance(value, dict):
+        return all(_all_finite(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_all_finite(item) for item in value)
+    return True
