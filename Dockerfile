@@ -9,7 +9,8 @@ ARG EXTRA_CA_CERTS=""
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOST=0.0.0.0 \
-    PORT=4446
+    PORT=4446 \
+    NUMBA_CACHE_DIR=/app/.numba-cache
 
 WORKDIR /app
 COPY requirements.txt ./
@@ -27,8 +28,11 @@ COPY dsp/ dsp/
 COPY models/*.json models/*.tflite models/
 COPY dsp_server.py gunicorn.conf.py parameters.json ./
 
-RUN useradd --system --uid 10001 --no-create-home dsp
+RUN useradd --system --uid 10001 --no-create-home dsp \
+    && mkdir -p "$NUMBA_CACHE_DIR" && chown dsp "$NUMBA_CACHE_DIR"
 USER dsp
+# Compile the numba filters into the image, so a container starts without a compiler pause.
+RUN /opt/venv/bin/python -c "from dsp import orientation; orientation.warm_up()"
 
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s \
     CMD python3 -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/parameters' % os.environ.get('PORT', '4446'), timeout=4)"

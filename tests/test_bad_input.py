@@ -61,12 +61,18 @@ def requests_for(draw, block_parameters):
     specs = parameter_specs(block_parameters)
     chosen = draw(st.lists(st.sampled_from(sorted(specs)), unique=True, max_size=len(specs)))
     params = {key: _value_for(specs[key], draw) for key in chosen}
-    n_axes = draw(st.integers(1, 3))
+    declared = [axis["name"] for axis in block_parameters["info"].get("axes", [])]
+    n_axes = draw(st.integers(1, len(declared) + 1 if declared else 3))
     n_samples = draw(st.integers(0, 3000))
     scale = draw(st.sampled_from([0.0, 1e-6, 1.0, 9.81, 32767.0, 1e30]))
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     features = (rng.standard_normal(n_samples * n_axes) * scale).tolist()
+    extra = {}
+    if block_parameters["info"].get("usesState"):
+        extra["state"] = draw(st.one_of(st.just(""), st.text(max_size=30), st.just('{"block": 1}'),
+                                        st.just('{"block": "kalman", "format": 1, "filter": [3]}')))
     return {
+        **extra,
         "features": features,
         "axes": [f"ax{i}" for i in range(n_axes)],
         "sampling_freq": draw(st.sampled_from([1, 50, 62.5, 100, 1000, 8000, 16000])),
@@ -76,7 +82,7 @@ def requests_for(draw, block_parameters):
     }
 
 
-@pytest.mark.parametrize("block", ["spectrogram", "mfe", "mfcc", "spectral-analysis"])
+@pytest.mark.parametrize("block", ["spectrogram", "mfe", "mfcc", "spectral-analysis", "kalman"])
 def test_any_request_gets_finite_features_or_a_clear_error(real_app, block):
     client = real_app.test_client()
     parameters = client.get(f"/blocks/{block}/parameters").get_json()
@@ -96,5 +102,50 @@ def test_any_request_gets_finite_features_or_a_clear_error(real_app, block):
         else:
             assert isinstance(payload["error"], str) and len(payload["error"]) > 10
             assert "Internal error" not in payload["error"], payload["error"]
+
+    check()
+
+
+@st.composite
+def imu_requests(draw):
+    """Well-shaped IMU windows with absurd content: spikes, saturation, spinning, free fall."""
+    n_samples = draw(st.integers(1, 400))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    acc = np.array([0.0, 0.0, 9.81]) + rng.standard_normal((n_samples, 3)) * draw(
+        st.sampled_from([0.0, 0.1, 5.0, 50.0]))
+    gyr = rng.standard_normal((n_samples, 3)) * draw(st.sampled_from([0.0, 0.01, 10.0, 34.0]))
+    columns = [acc, gyr]
+    axes = ["accX", "accY", "accZ", "gyrX", "gyrY", "gyrZ"]
+    if draw(st.booleans()):
+        columns.append(rng.standard_normal((n_samples, 3)) * draw(st.sampled_from([0.0, 1.0, 1e6])))
+        axes += ["magX", "magY", "magZ"]
+    return {
+        "features": np.hstack(columns).reshape(-1).tolist(),
+        "axes": axes,
+        "sampling_freq": draw(st.sampled_from([1, 50, 100, 285.714, 1000])),
+        "params": {"filter": draw(st.sampled_from(["kf", "complementary", "ekf", "madgwick", "mahony",
+                                                   "vqf", "weighted"]))},
+    }
+
+
+def test_kalman_survives_absurd_imu_content_across_a_stream(real_app):
+    client = real_app.test_client()
+
+    @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(first=imu_requests(), second=imu_requests())
+    def check(first, second):
+        state = ""
+        for body in (first, {**second, "params": first["params"], "sampling_freq": first["sampling_freq"],
+                             "axes": first["axes"] if len(first["axes"]) == len(second["axes"]) else second["axes"]}):
+            response = client.post("/blocks/kalman/run", json={**body, "state": state})
+            assert response.status_code == 200
+            text = response.get_data(as_text=True)
+            assert "NaN" not in text and "Infinity" not in text
+            payload = json.loads(text)
+            if not payload["success"]:
+                assert len(payload["error"]) > 10 and "Internal error" not in payload["error"], payload
+                return
+            assert all(math.isfinite(v) for v in payload["features"])
+            state = payload["state"]
 
     check()
