@@ -166,7 +166,10 @@ def _orientation(req: Request, raw: np.ndarray, name: str, fs: float, previous: 
     mag = _columns(req, raw, MAG_AXES) if "magX" in req.axes else None
     _check_units(acc, gyr, params["acc_units"], params["gyro_units"])
     settings = {key: params[param] for param, key in ORIENTATION_PARAMETERS[name].items()}
-    track = orientation.run_filter(name, acc, gyr, mag, fs, settings, previous)
+    try:
+        track = orientation.run_filter(name, acc, gyr, mag, fs, settings, previous)
+    except ConfigurationError as exc:
+        raise ConfigurationError(_in_parameter_names(str(exc), name)) from None
     roll, pitch, yaw = (np.degrees(angle) for angle in orientation.euler_zyx(track.quat))
 
     values, labels = [], []
@@ -197,6 +200,13 @@ def _orientation(req: Request, raw: np.ndarray, name: str, fs: float, previous: 
                 {f"bias {axis}": track.gyro_bias[:, i] for i, axis in enumerate("xyz")}, time_ms,
                 axis_labels={"X": "rad/s", "y": "time (ms)"}))
     return values, labels, graphs, track.state
+
+
+def _in_parameter_names(message: str, name: str) -> str:
+    """`orientation`'s message, naming the Studio parameter instead of the internal setting."""
+    for param, key in ORIENTATION_PARAMETERS[name].items():
+        message = message.replace(f"Setting '{key}' of filter '{name}'", f"Parameter '{param.replace('_', '-')}'")
+    return message
 
 
 def _angle_statistics(angle_deg: np.ndarray, circular: bool) -> tuple[float, float, float, float]:
@@ -291,17 +301,4 @@ def _weighted(req: Request, raw: np.ndarray, fs: float, previous: Optional[dict]
     return values, labels, graphs, result.state or {}
 
 
-def _parameters() -> dict:
-    """parameters.json with each orientation setting's default taken from `dsp.orientation`, so
-    the defaults Studio shows are the filters' tuned ones and cannot drift apart."""
-    spec = load_parameters(BLOCK_NAME)
-    for group in spec["parameters"]:
-        for item in group["items"]:
-            key = item["param"].replace("-", "_")
-            for name, mapping in ORIENTATION_PARAMETERS.items():
-                if key in mapping:
-                    item["value"] = orientation.default_settings(name)[mapping[key]]
-    return spec
-
-
-BLOCK = Block(name=BLOCK_NAME, parameters=_parameters(), compute=compute)
+BLOCK = Block(name=BLOCK_NAME, parameters=load_parameters(BLOCK_NAME), compute=compute)

@@ -396,3 +396,20 @@ def test_real_fast_motion_never_diverges(client, filter_name, with_mag):
     innovation = features[:, labels.index("innovation_rms")]
     assert np.median(innovation) < 5.0, innovation
     assert np.abs(features[:, labels.index("pitch_mean")]).max() <= 90.0
+
+
+def test_declared_defaults_are_the_orientation_filters_tuned_defaults():
+    specs = parameter_specs(kalman.BLOCK.parameters)
+    for name, mapping in kalman.ORIENTATION_PARAMETERS.items():
+        for param, setting in mapping.items():
+            assert specs[param].default == orientation.default_settings(name)[setting], param
+
+
+def test_an_out_of_range_setting_is_named_as_studio_shows_it():
+    acc = np.tile([0.0, 0.0, 9.81], (50, 1))
+    raw = np.hstack([acc, np.zeros((50, 3))])
+    params = resolve_params(parameter_specs(kalman.BLOCK.parameters), {"filter": "madgwick", "madgwick-beta": 1e9})
+    req = Request(raw=raw, axes=["accX", "accY", "accZ", "gyrX", "gyrY", "gyrZ"], sampling_freq=100,
+                  implementation_version=1, params=params)
+    with pytest.raises(ConfigurationError, match="Parameter 'madgwick-beta' must be between"):
+        kalman.compute(req)
