@@ -18,7 +18,7 @@ def all_blocks(embeddings_model: "Optional[str | Path]" = None) -> dict[str, Blo
     and a one-line message naming the path and the reason.
     """
     # Imported here so that importing the registry costs nothing until an app is built.
-    from dsp import embeddings, kalman, mfcc, mfe, orientation, spectral_analysis, spectrogram
+    from dsp import embeddings, kalman, mfcc, mfe, off_arm, orientation, spectral_analysis, spectrogram
     from dsp.embedding_model import DEFAULT_MODEL, ModelLoadError, load_model
     from dsp.errors import ConfigurationError
 
@@ -30,5 +30,5 @@ def all_blocks(embeddings_model: "Optional[str | Path]" = None) -> dict[str, Blo
         raise SystemExit(f"Cannot load the embeddings model: {exc}") from None
     # Compiled here, in the process that forks the workers, so no request waits for a compiler.
     orientation.warm_up()
-    blocks = [embeddings_block, *frontends.values(), spectral_analysis.BLOCK, kalman.BLOCK]
+    blocks = [embeddings_block, *frontends.values(), spectral_analysis.BLOCK, off_arm.BLOCK, kalman.BLOCK]
     return {block.name: block for block in blocks}

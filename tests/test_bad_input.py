@@ -82,7 +82,7 @@ def requests_for(draw, block_parameters):
     }
 
 
-@pytest.mark.parametrize("block", ["spectrogram", "mfe", "mfcc", "spectral-analysis", "kalman"])
+@pytest.mark.parametrize("block", ["spectrogram", "mfe", "mfcc", "spectral-analysis", "fuzzy-off-arm", "kalman"])
 def test_any_request_gets_finite_features_or_a_clear_error(real_app, block):
     client = real_app.test_client()
     parameters = client.get(f"/blocks/{block}/parameters").get_json()
@@ -147,5 +147,57 @@ def test_kalman_survives_absurd_imu_content_across_a_stream(real_app):
                 return
             assert all(math.isfinite(v) for v in payload["features"])
             state = payload["state"]
+
+    check()
+
+
+@st.composite
+def off_arm_requests(draw):
+    """Well-shaped off-arm windows with odd content and any choice of motion input and inference."""
+    n_samples = draw(st.integers(1, 300))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    motion_input = draw(st.sampled_from(["events", "quantity", "magnitude"]))
+    light = np.abs(rng.standard_normal(n_samples)) * draw(st.sampled_from([0.0, 30.0, 150.0, 1e6]))
+    if motion_input == "events":
+        motion = rng.integers(-1, 2, n_samples).astype(float)
+    elif motion_input == "quantity":
+        motion = rng.uniform(0, 1, n_samples) * draw(st.sampled_from([1.0, 1.5]))
+    else:
+        motion = 9.81 + rng.standard_normal(n_samples) * draw(st.sampled_from([0.0, 1.0, 100.0]))
+    hr = (rng.uniform(0, 1, n_samples) < draw(st.floats(0, 1))).astype(float)
+    return {
+        "features": np.column_stack([light, motion, hr]).reshape(-1).tolist(),
+        "axes": ["light", "motion", "hr_locked"],
+        "sampling_freq": draw(st.sampled_from([0.5, 1, 10, 50, 1000])),
+        "params": {
+            "motion_input": motion_input,
+            "rule_base": draw(st.sampled_from(["article", "reduced"])),
+            "inference": draw(st.sampled_from(["centroid", "bisector", "mom", "sugeno"])),
+            "light_low": draw(st.sampled_from(["25, 50", "50, 25", "0, 0", "1e9, 2e9", "x"])),
+            "universe_points": draw(st.sampled_from([2, 101, 1001])),
+        },
+    }
+
+
+def test_off_arm_survives_odd_content_across_a_stream(real_app):
+    client = real_app.test_client()
+
+    @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(first=off_arm_requests(), second=off_arm_requests())
+    def check(first, second):
+        state = ""
+        for body in (first, {**second, "params": first["params"], "sampling_freq": first["sampling_freq"]}):
+            response = client.post("/blocks/fuzzy-off-arm/run", json={**body, "state_string": state})
+            assert response.status_code == 200
+            text = response.get_data(as_text=True)
+            assert "NaN" not in text and "Infinity" not in text
+            payload = json.loads(text)
+            if not payload["success"]:
+                assert len(payload["error"]) > 10 and "Internal error" not in payload["error"], payload
+                return
+            assert all(math.isfinite(v) for v in payload["features"])
+            off_arm = dict(zip(payload["labels"], payload["features"]))
+            assert 0.0 <= off_arm["off_arm_mean"] <= 1.0
+            state = payload["state_string"]
 
     check()
