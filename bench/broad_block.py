@@ -140,9 +140,9 @@ def main(argv=None) -> int:
         return 2
     import logging
 
-    # One access-log line per request would bury the table.
-    logging.getLogger("dsp_server.access").setLevel(logging.WARNING)
     client = make_client()
+    # One access-log line per request would bury the table (set after the app configures it).
+    logging.getLogger("dsp_server.access").setLevel(logging.WARNING)
     print(f"| filter | magnetometer | trial | windows scored | roll_mean RMS (deg) | pitch_mean RMS (deg) | "
           f"bar {BAR_DEGREES} deg | time (s) |")
     print("|---|---|---|---|---|---|---|---|")
