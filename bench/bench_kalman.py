@@ -67,11 +67,17 @@ def filterpy_cv(z: np.ndarray, smooth: bool) -> None:
             kf.rts_smoother(means, covariances)
 
 
+def row(name: str, figure: float, bar=None, baseline=None, baseline_name: str = "") -> dict:
+    """One line of the report: our figure in ms, its bar, and the library's in the same process."""
+    return {"name": name, "figure": figure, "unit": "ms", "bar": bar, "baseline": baseline,
+            "baseline_name": baseline_name}
+
+
 def cv_rows() -> list[dict]:
     z = cv_signals()
     rows = []
     converged = linear_kalman.run_cv_filter(z, FS, PROCESS_NOISE, MEASUREMENT_NOISE).state
-    for smooth, label in ((False, "filter"), (True, "filter + RTS")):
+    for smooth, label, bar in ((False, "filter", 3.0), (True, "filter + RTS", 6.0)):
         def ours(state=None):
             linear_kalman.run_cv_filter(z, FS, PROCESS_NOISE, MEASUREMENT_NOISE, state=state, smooth=smooth)
 
@@ -80,36 +86,30 @@ def cv_rows() -> list[dict]:
         continued = median_ms(lambda: ours(converged), 100)
         baseline = median_ms(lambda: filterpy_cv(z, smooth), 3)
         rows += [
-            {"name": f"CV Kalman {label}, 3 x 10,000, first window, new configuration (ours)",
-             "figure": round(cold, 3), "unit": "ms"},
-            {"name": f"CV Kalman {label}, 3 x 10,000, first window, cached gains (ours)",
-             "figure": round(warm, 3), "unit": "ms"},
-            {"name": f"CV Kalman {label}, 3 x 10,000, continuing a stream (ours)",
-             "figure": round(continued, 3), "unit": "ms"},
-            {"name": f"CV Kalman {label}, 3 x 10,000, filterpy 2.0.0", "figure": round(baseline, 1),
-             "unit": "ms"},
+            row(f"CV Kalman {label}, 3 x 10,000, first window, new configuration", cold, bar,
+                baseline, "filterpy 2.0.0"),
+            row(f"CV Kalman {label}, 3 x 10,000, first window, gains cached", warm),
+            row(f"CV Kalman {label}, 3 x 10,000, continuing a stream", continued),
         ]
     return rows
 
 
 def ahrs_rows() -> list[dict]:
+    from ahrs.filters import EKF, Complementary, Madgwick, Mahony
+
     stream = make_imu_stream(seconds=SAMPLES / FS, fs=FS, seed=0)
     acc, gyr = stream.acc, stream.gyr
     orientation.warm_up()
+    # The ahrs package's filter of the same family, on the same data (vqf has no counterpart there).
+    counterparts = {"complementary": Complementary, "ekf": EKF, "madgwick": Madgwick, "mahony": Mahony}
     rows = []
     for name in orientation.FILTERS:
         settings = orientation.default_settings(name)
-        orientation.run_filter(name, acc, gyr, None, FS, settings, None)
         figure = median_ms(lambda: orientation.run_filter(name, acc, gyr, None, FS, settings, None), 20)
-        rows.append({"name": f"AHRS {name}, 10,000 samples (ours)", "figure": round(figure, 3), "unit": "ms"})
-    from ahrs.filters import Madgwick, Mahony
-
-    rows.append({"name": "AHRS Madgwick, 10,000 samples, ahrs 0.4.0",
-                 "figure": round(median_ms(lambda: Madgwick(gyr=gyr, acc=acc, frequency=FS), 3), 1),
-                 "unit": "ms"})
-    rows.append({"name": "AHRS Mahony, 10,000 samples, ahrs 0.4.0",
-                 "figure": round(median_ms(lambda: Mahony(gyr=gyr, acc=acc, frequency=FS), 3), 1),
-                 "unit": "ms"})
+        library = counterparts.get(name)
+        baseline = median_ms(lambda: library(gyr=gyr, acc=acc, frequency=FS), 3) if library else None
+        rows.append(row(f"AHRS {name}, 10,000 samples", figure, 15.0, baseline,
+                        f"ahrs 0.4.0 {library.__name__}" if library else ""))
     return rows
 
 
@@ -117,8 +117,14 @@ def run() -> list[dict]:
     return cv_rows() + ahrs_rows()
 
 
+def markdown(rows: list[dict]) -> str:
+    lines = ["| measure | ours | bar | library, same process |", "|---|---|---|---|"]
+    for r in rows:
+        bar = f"< {r['bar']:g} {r['unit']}" if r["bar"] else ""
+        library = f"{r['baseline_name']}: {r['baseline']:.1f} {r['unit']}" if r["baseline"] else ""
+        lines.append(f"| {r['name']} | {r['figure']:.2f} {r['unit']} | {bar} | {library} |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    print("| measurement | figure | unit |")
-    print("|---|---|---|")
-    for row in run():
-        print(f"| {row['name']} | {row['figure']} | {row['unit']} |", flush=True)
+    print(markdown(run()))
