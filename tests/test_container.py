@@ -251,6 +251,20 @@ def test_spectrogram_run_matches_the_in_process_app(container, client):
     np.testing.assert_allclose(payload["features"], local["features"], rtol=1e-6, atol=1e-9)
 
 
+def test_kalman_runs_on_filters_compiled_into_the_image(container, client, podman_env):
+    # The numba cache written at build time: without it every container start would compile.
+    cached = _run(["podman", "exec", container[0], "find", "/app/.numba-cache", "-name", "*.nbi"], podman_env).stdout
+    assert len(cached.split()) >= 5
+    rng = np.random.default_rng(1)
+    imu = np.hstack([[0.0, 4.9, 8.49] + rng.normal(0, 0.05, (200, 3)), rng.normal(0, 0.01, (200, 3))])
+    body = {"features": imu.reshape(-1).tolist(), "axes": ["accX", "accY", "accZ", "gyrX", "gyrY", "gyrZ"],
+            "sampling_freq": 100, "params": {"filter": "ekf"}, "state_string": ""}
+    payload = requests.post(container[1] + "/blocks/kalman/run", json=body, timeout=30).json()
+    assert payload["success"] is True, payload
+    local = client.post("/blocks/kalman/run", json=body).get_json()
+    np.testing.assert_allclose(payload["features"], local["features"], rtol=1e-9, atol=1e-12)
+
+
 def test_runs_as_non_root(container, podman_env, image):
     user = _run(["podman", "image", "inspect", "--format", "{{.Config.User}}", image], podman_env).stdout.strip()
     assert user and user.split(":")[0] not in ("root", "0"), f"image User is {user!r}"
