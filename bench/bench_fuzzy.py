@@ -1,18 +1,30 @@
 """Speed of the fuzzy engine and the fuzzy-off-arm block, beside scikit-fuzzy in the same process.
 
-`run()` returns rows {name, figure, unit, bar, skfuzzy, skfuzzy_how}: the median of repeated
-timings on the article's off-arm system (3 inputs, 9 rules, min/max Mamdani, 101-point output
-universe), random inputs. scikit-fuzzy runs the same system through its ControlSystem when its
-`control` module imports (it needs networkx), else through its own primitives (membership
-interpolation and `defuzz`) looped per sample.
+`run()` returns rows {name, figure, unit, bar, baseline, baseline_name} (the schema of
+`bench/run_bench.py`): medians of repeated timings on the block's default system (the article's
+3 inputs, 9 rules, min/max Mamdani, 101-point output universe) with random inputs.
+
+scikit-fuzzy runs the same system through its control API (Antecedent / Consequent / Rule /
+ControlSystem / ControlSystemSimulation), built from the block's parameters and rule text, with
+input universes holding every breakpoint (so its memberships are ours exactly) and our output
+universe. Its simulation is made once and reused, with `cache=False` so every call computes:
+* one evaluation: `compute()` on scalar inputs;
+* 10,000 samples: its array mode (arrays as inputs, one `compute()`). That mode raises
+  `EmptyMembershipError` for the whole batch when any sample fires no rule (centroid and
+  bisector), so it is timed on inputs where every sample fires one, and `main()` reports what it
+  does on block-like inputs (heart-rate lock exactly 0 or 1), where some samples fire none.
 
 Usage: `.venv/bin/python bench/bench_fuzzy.py`
 """
 from __future__ import annotations
 
+import functools
+import json
+import operator
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +38,8 @@ from dsp.params import parameter_specs, resolve_params  # noqa: E402
 SAMPLES = 10_000
 BAR_BATCH_MS = 20.0
 BAR_ONE_US = 100.0
+MAMDANI = ("centroid", "bisector", "mom")
+INPUT_SPANS = {"light": (0.0, 300.0), "motion": (0.0, 1.0), "hr": (0.0, 1.0)}
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -39,120 +53,156 @@ def _median_seconds(fn, repeats: int) -> float:
 
 
 def _inputs(n: int, seed: int = 0) -> dict:
+    """Uniform random crisp inputs: some rule fires at every sample (none fires only on a set of
+    measure zero: MID light with motion exactly 0.5 or the heart rate exactly locked)."""
     rng = np.random.default_rng(seed)
-    return {"light": rng.uniform(0, 300, n), "motion": rng.uniform(0, 1, n),
-            "hr": rng.uniform(0, 1, n)}
+    return {name: rng.uniform(*span, n) for name, span in INPUT_SPANS.items()}
 
 
-def _skfuzzy_runner():
-    """(how, evaluate(light, motion, hr) -> crisp or None) for the article system in skfuzzy."""
+def _block_like_inputs(n: int, seed: int = 2) -> dict:
+    """As the block's preprocessing gives them: the averaged heart-rate lock often exactly 0 or 1."""
+    inputs = _inputs(n, seed)
+    rng = np.random.default_rng(seed + 1)
+    settled = rng.random(n) < 0.5
+    inputs["hr"][settled] = rng.integers(0, 2, int(settled.sum()))
+    return inputs
+
+
+def _numbers(text) -> list[float]:
+    return [float(item) for item in str(text).split(",")]
+
+
+def _skfuzzy_system(params: dict, rule_text: str):
+    """(ControlSystem, Consequent) for the block's system in scikit-fuzzy's control API."""
     import skfuzzy as fuzz
+    from skfuzzy import control as ctrl
 
-    light_u, unit_u = np.arange(0, 301, 1.0), np.linspace(0, 1, 101)
-    out_u = np.linspace(0, 1, 101)
-    sets = {
-        "light": (light_u, {"LOW": fuzz.trapmf(light_u, [-1, -1, 25, 50]),
-                            "MID": fuzz.trapmf(light_u, [25, 50, 100, 200]),
-                            "HIGH": fuzz.trapmf(light_u, [100, 200, 400, 400])}),
-        "motion": (unit_u, {"LOW": fuzz.trapmf(unit_u, [-1, -1, 0.2, 0.5]),
-                            "MODERATE": fuzz.trimf(unit_u, [0.2, 0.5, 0.8]),
-                            "HIGH": fuzz.trapmf(unit_u, [0.5, 0.8, 2, 2])}),
-        "hr": (unit_u, {"LOCKED": fuzz.trimf(unit_u, [0, 1, 1]),
-                        "NOT_LOCKED": fuzz.trimf(unit_u, [0, 0, 1])}),
-    }
-    outputs = {"ON_ARM": fuzz.trimf(out_u, [0, 0, 0.3]),
-               "PROBABLY_OFF": fuzz.trimf(out_u, [0.5, 0.7, 0.9]),
-               "CERTAINLY_OFF": fuzz.trimf(out_u, [0.7, 1, 1])}
-    try:
+    def membership(universe, shape, points):
+        below, above = universe[0] - 1.0, universe[-1] + 1.0
+        if shape == "low":
+            return fuzz.trapmf(universe, [below, below, *points])
+        if shape == "high":
+            return fuzz.trapmf(universe, [*points, above, above])
+        return fuzz.trimf(universe, points) if len(points) == 3 else fuzz.trapmf(universe, points)
+
+    antecedents = {}
+    for name, sets in off_arm.INPUT_SETS.items():
+        points = {key: _numbers(params[key]) for key, _, _ in sets}
+        universe = np.union1d(np.linspace(*INPUT_SPANS[name], 301),
+                              np.concatenate(list(points.values())))
+        antecedents[name] = ctrl.Antecedent(universe, name)
+        for key, set_name, shape in sets:
+            antecedents[name][set_name] = membership(universe, shape, points[key])
+    universe = np.linspace(0.0, 1.0, params["universe_points"])
+    consequent = ctrl.Consequent(universe, off_arm.OUTPUT)
+    for key, set_name, shape in off_arm.OUTPUT_SETS:
+        consequent[set_name] = membership(universe, shape, _numbers(params[key]))
+
+    def condition(node):
+        if isinstance(node, str):
+            words = node.split()  # "<variable> is [not] <SET>"
+            term = antecedents[words[0]][words[-1]]
+            return ~term if len(words) == 4 else term
+        (operation, operand), = node.items()
+        if operation == "not":
+            return ~condition(operand)
+        return functools.reduce(operator.and_ if operation == "and" else operator.or_,
+                                [condition(item) for item in operand])
+
+    rules = [ctrl.Rule(condition(rule["if"]), consequent[rule["then"].split()[-1]])
+             for rule in json.loads(rule_text)]
+    return ctrl.ControlSystem(rules), consequent
+
+
+class _SkfuzzyRunner:
+    """scikit-fuzzy's simulations of the block's default system, reused across calls: one for
+    array inputs, one for scalars (a simulation resets itself when switched between the two)."""
+
+    def __init__(self, params: dict):
+        import skfuzzy
         from skfuzzy import control as ctrl
-    except ImportError:
-        ctrl = None
-    if ctrl is not None:
-        ant = {name: ctrl.Antecedent(universe, name) for name, (universe, _) in sets.items()}
-        for name, (_, mfs) in sets.items():
-            for label, mf in mfs.items():
-                ant[name][label] = mf
-        out = ctrl.Consequent(out_u, "off_arm")
-        for label, mf in outputs.items():
-            out[label] = mf
-        L, M, H = ant["light"], ant["motion"], ant["hr"]
-        rules = [
-            ctrl.Rule(M["LOW"] & H["NOT_LOCKED"] & L["HIGH"], out["CERTAINLY_OFF"]),
-            ctrl.Rule(M["HIGH"] & H["NOT_LOCKED"] & L["HIGH"], out["CERTAINLY_OFF"]),
-            ctrl.Rule(M["LOW"] & H["NOT_LOCKED"] & (L["LOW"] | L["MID"]), out["CERTAINLY_OFF"]),
-            ctrl.Rule(L["HIGH"], out["CERTAINLY_OFF"]),
-            ctrl.Rule(M["HIGH"] & H["NOT_LOCKED"] & L["MID"], out["PROBABLY_OFF"]),
-            ctrl.Rule(M["HIGH"] & H["NOT_LOCKED"] & L["LOW"], out["PROBABLY_OFF"]),
-            ctrl.Rule(M["LOW"] & H["LOCKED"] & L["LOW"], out["PROBABLY_OFF"]),
-            ctrl.Rule(M["HIGH"] & H["LOCKED"] & L["LOW"], out["ON_ARM"]),
-            ctrl.Rule(M["MODERATE"] & H["LOCKED"] & L["LOW"], out["ON_ARM"]),
-        ]
-        simulation = ctrl.ControlSystemSimulation(ctrl.ControlSystem(rules), cache=False)
 
-        def evaluate(light, motion, hr):
-            simulation.input["light"], simulation.input["motion"], simulation.input["hr"] = \
-                light, motion, hr
-            try:
-                simulation.compute()
-            except Exception:  # skfuzzy raises when no rule fires
-                return None
-            return simulation.output["off_arm"]
+        self.version = skfuzzy.__version__
+        self.system, self.consequent = _skfuzzy_system(params, off_arm.ARTICLE_RULES)
+        self.simulations = {kind: ctrl.ControlSystemSimulation(self.system, cache=False)
+                            for kind in ("array", "scalar")}
 
-        return "ControlSystemSimulation", evaluate
+    def evaluate(self, inputs: dict, method: str):
+        self.consequent.defuzzify_method = method
+        arrays = any(isinstance(value, np.ndarray) for value in inputs.values())
+        simulation = self.simulations["array" if arrays else "scalar"]
+        for name, value in inputs.items():
+            simulation.input[name] = value
+        simulation.compute()
+        return simulation.output[off_arm.OUTPUT]
 
-    def degree(variable, label, value):
-        universe, mfs = sets[variable]
-        return float(fuzz.interp_membership(universe, mfs[label], value))
 
-    def evaluate(light, motion, hr):
-        L = {k: degree("light", k, light) for k in sets["light"][1]}
-        M = {k: degree("motion", k, motion) for k in sets["motion"][1]}
-        H = {k: degree("hr", k, hr) for k in sets["hr"][1]}
-        strengths = [
-            (min(M["LOW"], H["NOT_LOCKED"], L["HIGH"]), "CERTAINLY_OFF"),
-            (min(M["HIGH"], H["NOT_LOCKED"], L["HIGH"]), "CERTAINLY_OFF"),
-            (min(M["LOW"], H["NOT_LOCKED"], max(L["LOW"], L["MID"])), "CERTAINLY_OFF"),
-            (L["HIGH"], "CERTAINLY_OFF"),
-            (min(M["HIGH"], H["NOT_LOCKED"], L["MID"]), "PROBABLY_OFF"),
-            (min(M["HIGH"], H["NOT_LOCKED"], L["LOW"]), "PROBABLY_OFF"),
-            (min(M["LOW"], H["LOCKED"], L["LOW"]), "PROBABLY_OFF"),
-            (min(M["HIGH"], H["LOCKED"], L["LOW"]), "ON_ARM"),
-            (min(M["MODERATE"], H["LOCKED"], L["LOW"]), "ON_ARM"),
-        ]
-        aggregated = np.zeros_like(out_u)
-        for strength, label in strengths:
-            aggregated = np.fmax(aggregated, np.fmin(strength, outputs[label]))
-        if aggregated.max() == 0:
-            return None
-        return fuzz.defuzz(out_u, aggregated, "centroid")
+def _skfuzzy_runner(params: dict):
+    try:
+        return _SkfuzzyRunner(params), ""
+    except ImportError as error:  # skfuzzy.control needs networkx
+        return None, f"scikit-fuzzy's control API does not import ({error})"
 
-    return "primitives looped (skfuzzy.control needs networkx, not installed)", evaluate
+
+def skfuzzy_on_block_like_inputs(system, runner) -> str:
+    """What scikit-fuzzy's array mode does on 10,000 block-like samples, some firing no rule."""
+    # Array mode lets the defuzzifier's own error through; scalar mode wraps it in control's.
+    from skfuzzy.defuzzify.exceptions import EmptyMembershipError
+
+    inputs = _block_like_inputs(SAMPLES)
+    silent = ~(system.evaluate(inputs).firing > 0).any(axis=0)
+    lines = []
+    for method in MAMDANI:
+        try:
+            outputs = np.asarray(runner.evaluate(inputs, method))
+            values = ", ".join(f"{v:g}" for v in np.unique(outputs[silent]))
+            outcome = f"returns {values} where no rule fires"
+        except EmptyMembershipError:
+            outcome = "raises EmptyMembershipError for the whole batch"
+        lines.append(f"scikit-fuzzy array mode, {method}, {SAMPLES:,} block-like samples of which "
+                     f"{int(silent.sum())} fire no rule: {outcome}")
+    return "\n".join(lines)
+
+
+def skfuzzy_agreement(system, runner) -> str:
+    """Largest |ours - scikit-fuzzy| on the timed 10,000-sample batch: the same system."""
+    batch = _inputs(SAMPLES)
+    parts = []
+    for method in MAMDANI:
+        difference = np.abs(system.evaluate(batch, method).output - runner.evaluate(batch, method))
+        parts.append(f"{method} {difference.max():.4f} ({int((difference > 0.01).sum())} samples "
+                     "over 0.01)")
+    # Over 0.01 only where the answer is ill-conditioned: see tests/test_off_arm.py.
+    return "; ".join(parts)
 
 
 def run(repeats: int = 15) -> list[dict]:
     params = resolve_params(parameter_specs(off_arm.BLOCK.parameters), {})
     system = off_arm.build_system(params)
     batch = _inputs(SAMPLES)
-    one = {k: v[:1] for k, v in batch.items()}
+    one = {name: values[:1] for name, values in batch.items()}
+    scalar = {name: float(values[0]) for name, values in batch.items()}
+    runner, missing = _skfuzzy_runner(params)
+    label = f"scikit-fuzzy {runner.version} ControlSystemSimulation" if runner else missing
     rows = []
-    how, sk_evaluate = _skfuzzy_runner()
-    sk_one = _median_seconds(lambda: sk_evaluate(0.5 * 300, 0.3, 0.2), repeats * 20)
-    # scikit-fuzzy has no vectorised path for this system: time 300 samples and scale.
-    sk_part = _median_seconds(lambda: [sk_evaluate(batch["light"][i], batch["motion"][i],
-                                                   batch["hr"][i]) for i in range(300)], 3)
-    sk_batch_ms = sk_part * SAMPLES / 300 * 1e3
-    for method in ("centroid", "bisector", "mom", "sugeno"):
-        seconds = _median_seconds(lambda: system.evaluate(batch, method), repeats)
-        rows.append({"name": f"fuzzy engine, {SAMPLES:,} samples, {method}",
-                     "figure": seconds * 1e3, "unit": "ms", "bar": BAR_BATCH_MS,
-                     "skfuzzy": sk_batch_ms if method == "centroid" else None,
-                     "skfuzzy_how": how if method == "centroid" else None})
-    for method in ("centroid", "bisector", "mom", "sugeno"):
-        seconds = _median_seconds(lambda: system.evaluate(one, method), repeats * 100)
-        rows.append({"name": f"fuzzy engine, one evaluation, {method}", "figure": seconds * 1e6,
-                     "unit": "us", "bar": BAR_ONE_US,
-                     "skfuzzy": sk_one * 1e6 if method == "centroid" else None,
-                     "skfuzzy_how": how if method == "centroid" else None})
+    with warnings.catch_warnings():
+        # scikit-fuzzy 0.5.0 passes an out array positionally to np.maximum (deprecated in numpy 2).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for method in MAMDANI + ("sugeno",):
+            seconds = _median_seconds(lambda: system.evaluate(batch, method), repeats)
+            baseline = _median_seconds(lambda: runner.evaluate(batch, method), 3) * 1e3 \
+                if runner and method in MAMDANI else None
+            rows.append({"name": f"fuzzy engine, {SAMPLES:,} samples, {method}",
+                         "figure": seconds * 1e3, "unit": "ms", "bar": BAR_BATCH_MS,
+                         "baseline": baseline,
+                         "baseline_name": f"{label}, array mode (one compute)" if baseline else ""})
+        for method in MAMDANI + ("sugeno",):
+            seconds = _median_seconds(lambda: system.evaluate(one, method), repeats * 100)
+            baseline = _median_seconds(lambda: runner.evaluate(scalar, method), repeats * 10) * 1e6 \
+                if runner and method in MAMDANI else None
+            rows.append({"name": f"fuzzy engine, one evaluation, {method}", "figure": seconds * 1e6,
+                         "unit": "us", "bar": BAR_ONE_US, "baseline": baseline,
+                         "baseline_name": f"{label}, scalar compute" if baseline else ""})
     # The whole block on one 10,000-sample window: validation, composite motion, running
     # averages, inference, features, state.
     rng = np.random.default_rng(1)
@@ -163,18 +213,33 @@ def run(repeats: int = 15) -> list[dict]:
                       implementation_version=1, params=params)
     seconds = _median_seconds(lambda: off_arm.compute(request), repeats)
     rows.append({"name": f"fuzzy-off-arm block, {SAMPLES:,}-sample window (events mode)",
-                 "figure": seconds * 1e3, "unit": "ms", "bar": None, "skfuzzy": None,
-                 "skfuzzy_how": None})
+                 "figure": seconds * 1e3, "unit": "ms", "bar": None, "baseline": None,
+                 "baseline_name": ""})
     return rows
 
 
 def main() -> None:
+    print("| measure | ours | bar | scikit-fuzzy, same process | scikit-fuzzy / ours |")
+    print("|---|---|---|---|---|", flush=True)
     for row in run():
-        bar = f"  (bar {row['bar']:g} {row['unit']}: {'pass' if row['figure'] < row['bar'] else 'FAIL'})" \
+        bar = f"< {row['bar']:g} {row['unit']}: {'pass' if row['figure'] < row['bar'] else 'FAIL'}" \
             if row["bar"] else ""
-        sk = f"  | scikit-fuzzy {row['skfuzzy']:,.1f} {row['unit']} ({row['skfuzzy_how']})" \
-            if row["skfuzzy"] is not None else ""
-        print(f"{row['name']}: {row['figure']:,.2f} {row['unit']}{bar}{sk}")
+        baseline = f"{row['baseline']:,.1f} {row['unit']} ({row['baseline_name']})" \
+            if row["baseline"] is not None else ""
+        ratio = f"{row['baseline'] / row['figure']:,.0f} x" if row["baseline"] is not None else ""
+        print(f"| {row['name']} | {row['figure']:,.2f} {row['unit']} | {bar} | {baseline} | {ratio} |")
+    params = resolve_params(parameter_specs(off_arm.BLOCK.parameters), {})
+    runner, missing = _skfuzzy_runner(params)
+    if runner is None:
+        print(missing)
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        system = off_arm.build_system(params)
+        print()
+        print(f"Largest |ours - scikit-fuzzy| on the timed {SAMPLES:,} samples: "
+              f"{skfuzzy_agreement(system, runner)}")
+        print(skfuzzy_on_block_like_inputs(system, runner))
 
 
 if __name__ == "__main__":

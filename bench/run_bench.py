@@ -2,7 +2,9 @@
 
 Starts both servers on free loopback ports, measures `/run` latency and `/batch` throughput on
 the spectrogram block (bodies from `bench/bodies.py`, encoded once), measures the JSON floor of
-the batch body in this process, checks the product's bars and writes `BENCHMARKS.md`.
+the batch body in this process, times the fusion blocks' numerics beside the libraries they
+replace (`bench/bench_fuzzy.py`, `bench/bench_kalman.py`), checks the product's bars and writes
+`BENCHMARKS.md`.
 Exits 1 when a bar fails (the file is written either way).
 
 Usage: `.venv/bin/python bench/run_bench.py [--run-requests N] [--batch-repeats N] [--output F]`
@@ -31,6 +33,8 @@ import numpy as np
 import orjson
 import simdjson
 
+import bench_fuzzy
+import bench_kalman
 from bodies import (FEATURES_PER_WINDOW, IMPLEMENTATION_VERSION, SAMPLING_FREQ, SPECTROGRAM_PARAMS,
                     batch_body, run_body)
 
@@ -312,7 +316,7 @@ def ms(seconds: float) -> str:
 
 def report(project: Server, baseline: Server, floor: dict[str, float], in_process: dict[str, float],
            machine: dict[str, str], agreement: float, run_requests: int, batch_repeats: int,
-           batch_body_size: int) -> tuple[str, bool]:
+           batch_body_size: int, fusion: list[dict]) -> tuple[str, bool]:
     """BENCHMARKS.md text and whether every bar passed."""
     run_p50, run_p99 = (np.percentile(project.run_latencies_s, q) for q in (50, 99))
     base_p50, base_p99 = (np.percentile(baseline.run_latencies_s, q) for q in (50, 99))
@@ -329,6 +333,8 @@ def report(project: Server, baseline: Server, floor: dict[str, float], in_proces
         ("embeddings block in process (front-end + int8 model) > 10,000 windows/s",
          f"{in_process['embeddings_windows_per_s']:,.0f} windows/s",
          in_process["embeddings_windows_per_s"] > 10_000),
+        *[(f"{row['name']} < {row['bar']:g} {row['unit']}", f"{row['figure']:.2f} {row['unit']}",
+           row["figure"] < row["bar"]) for row in fusion if row["bar"]],
     ]
     all_passed = all(passed for *_, passed in bars)
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -398,6 +404,17 @@ def report(project: Server, baseline: Server, floor: dict[str, float], in_proces
         "| spectrogram graph: `image_graph` PNG of one window's 41 x 65 spectrogram, median of 50 | "
         f"{ms(in_process['graph'])} (official block: 72 ms, matplotlib SVG) |",
         "",
+        "## Fusion blocks (this process: `bench/bench_fuzzy.py`, `bench/bench_kalman.py`)",
+        "",
+        "Medians of repeated runs on random or synthetic inputs (the scripts' docstrings give the set-ups);"
+        " each library runs the same system on the same data in the same process.",
+        "",
+        "| measure | ours | library, same process | library / ours |",
+        "|---|---|---|---|",
+        *[f"| {row['name']} | {row['figure']:.2f} {row['unit']} | "
+          + (f"{row['baseline_name']}: {row['baseline']:.2f} {row['unit']} | {row['baseline'] / row['figure']:,.0f} x |"
+             if row["baseline"] else " | |") for row in fusion],
+        "",
         "## Bars",
         "",
         "| bar | measured | result |",
@@ -442,8 +459,10 @@ def main() -> int:
     floor = measure_json_floor(batch_bytes, batch_features["project"])
 
     in_process = measure_in_process(batch_bytes)
+    print("timing the fusion blocks' numerics...", flush=True)
+    fusion = bench_fuzzy.run() + bench_kalman.run()
     text, all_passed = report(project, baseline, floor, in_process, machine, agreement,
-                              args.run_requests, args.batch_repeats, len(batch_bytes))
+                              args.run_requests, args.batch_repeats, len(batch_bytes), fusion)
     args.output.write_text(text)
     print(text)
     print(f"wrote {args.output}")
