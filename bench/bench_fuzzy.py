@@ -18,9 +18,6 @@ Usage: `.venv/bin/python bench/bench_fuzzy.py`
 """
 from __future__ import annotations
 
-import functools
-import json
-import operator
 import statistics
 import sys
 import time
@@ -68,52 +65,6 @@ def _block_like_inputs(n: int, seed: int = 2) -> dict:
     return inputs
 
 
-def _numbers(text) -> list[float]:
-    return [float(item) for item in str(text).split(",")]
-
-
-def _skfuzzy_system(params: dict, rule_text: str):
-    """(ControlSystem, Consequent) for the block's system in scikit-fuzzy's control API."""
-    import skfuzzy as fuzz
-    from skfuzzy import control as ctrl
-
-    def membership(universe, shape, points):
-        below, above = universe[0] - 1.0, universe[-1] + 1.0
-        if shape == "low":
-            return fuzz.trapmf(universe, [below, below, *points])
-        if shape == "high":
-            return fuzz.trapmf(universe, [*points, above, above])
-        return fuzz.trimf(universe, points) if len(points) == 3 else fuzz.trapmf(universe, points)
-
-    antecedents = {}
-    for name, sets in off_arm.INPUT_SETS.items():
-        points = {key: _numbers(params[key]) for key, _, _ in sets}
-        universe = np.union1d(np.linspace(*INPUT_SPANS[name], 301),
-                              np.concatenate(list(points.values())))
-        antecedents[name] = ctrl.Antecedent(universe, name)
-        for key, set_name, shape in sets:
-            antecedents[name][set_name] = membership(universe, shape, points[key])
-    universe = np.linspace(0.0, 1.0, params["universe_points"])
-    consequent = ctrl.Consequent(universe, off_arm.OUTPUT)
-    for key, set_name, shape in off_arm.OUTPUT_SETS:
-        consequent[set_name] = membership(universe, shape, _numbers(params[key]))
-
-    def condition(node):
-        if isinstance(node, str):
-            words = node.split()  # "<variable> is [not] <SET>"
-            term = antecedents[words[0]][words[-1]]
-            return ~term if len(words) == 4 else term
-        (operation, operand), = node.items()
-        if operation == "not":
-            return ~condition(operand)
-        return functools.reduce(operator.and_ if operation == "and" else operator.or_,
-                                [condition(item) for item in operand])
-
-    rules = [ctrl.Rule(condition(rule["if"]), consequent[rule["then"].split()[-1]])
-             for rule in json.loads(rule_text)]
-    return ctrl.ControlSystem(rules), consequent
-
-
 class _SkfuzzyRunner:
     """scikit-fuzzy's simulations of the block's default system, reused across calls: one for
     array inputs, one for scalars (a simulation resets itself when switched between the two)."""
@@ -122,8 +73,10 @@ class _SkfuzzyRunner:
         import skfuzzy
         from skfuzzy import control as ctrl
 
+        from tests.skfuzzy_oracle import skfuzzy_controller
+
         self.version = skfuzzy.__version__
-        self.system, self.consequent = _skfuzzy_system(params, off_arm.ARTICLE_RULES)
+        _, self.consequent, self.system = skfuzzy_controller(params, off_arm.ARTICLE_RULES)
         self.simulations = {kind: ctrl.ControlSystemSimulation(self.system, cache=False)
                             for kind in ("array", "scalar")}
 
@@ -140,7 +93,7 @@ class _SkfuzzyRunner:
 def _skfuzzy_runner(params: dict):
     try:
         return _SkfuzzyRunner(params), ""
-    except ImportError as error:  # skfuzzy.control needs networkx
+    except ImportError as error:  # skfuzzy.control needs networkx (a dev requirement)
         return None, f"scikit-fuzzy's control API does not import ({error})"
 
 

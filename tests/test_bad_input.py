@@ -128,25 +128,34 @@ def imu_requests(draw):
     }
 
 
+def run_stream(client, path: str, windows: list[dict]) -> list[dict]:
+    """Post the windows in order, each with the state the previous answer returned, until one
+    fails; every answer must be a clear error or finite features. The successful answers."""
+    answers, state = [], ""
+    for body in windows:
+        response = client.post(path, json={**body, "state_string": state})
+        assert response.status_code == 200
+        text = response.get_data(as_text=True)
+        assert "NaN" not in text and "Infinity" not in text
+        payload = json.loads(text)
+        if not payload["success"]:
+            assert len(payload["error"]) > 10 and "Internal error" not in payload["error"], payload
+            break
+        assert all(math.isfinite(v) for v in payload["features"])
+        answers.append(payload)
+        state = payload["state_string"]
+    return answers
+
+
 def test_kalman_survives_absurd_imu_content_across_a_stream(real_app):
     client = real_app.test_client()
 
     @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(first=imu_requests(), second=imu_requests())
     def check(first, second):
-        state = ""
-        for body in (first, {**second, "params": first["params"], "sampling_freq": first["sampling_freq"],
-                             "axes": first["axes"] if len(first["axes"]) == len(second["axes"]) else second["axes"]}):
-            response = client.post("/blocks/kalman/run", json={**body, "state": state})
-            assert response.status_code == 200
-            text = response.get_data(as_text=True)
-            assert "NaN" not in text and "Infinity" not in text
-            payload = json.loads(text)
-            if not payload["success"]:
-                assert len(payload["error"]) > 10 and "Internal error" not in payload["error"], payload
-                return
-            assert all(math.isfinite(v) for v in payload["features"])
-            state = payload["state"]
+        # The second window continues the first stream's settings, with other content.
+        run_stream(client, "/blocks/kalman/run", [first, {**second, "params": first["params"],
+                                                          "sampling_freq": first["sampling_freq"]}])
 
     check()
 
@@ -185,19 +194,9 @@ def test_off_arm_survives_odd_content_across_a_stream(real_app):
     @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(first=off_arm_requests(), second=off_arm_requests())
     def check(first, second):
-        state = ""
-        for body in (first, {**second, "params": first["params"], "sampling_freq": first["sampling_freq"]}):
-            response = client.post("/blocks/fuzzy-off-arm/run", json={**body, "state_string": state})
-            assert response.status_code == 200
-            text = response.get_data(as_text=True)
-            assert "NaN" not in text and "Infinity" not in text
-            payload = json.loads(text)
-            if not payload["success"]:
-                assert len(payload["error"]) > 10 and "Internal error" not in payload["error"], payload
-                return
-            assert all(math.isfinite(v) for v in payload["features"])
+        windows = [first, {**second, "params": first["params"], "sampling_freq": first["sampling_freq"]}]
+        for payload in run_stream(client, "/blocks/fuzzy-off-arm/run", windows):
             off_arm = dict(zip(payload["labels"], payload["features"]))
             assert 0.0 <= off_arm["off_arm_mean"] <= 1.0
-            state = payload["state_string"]
 
     check()
