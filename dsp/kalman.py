@@ -33,7 +33,7 @@ from dsp.block import Block, Features, Request, load_parameters
 from dsp.errors import ConfigurationError
 from dsp.graphs import line_graph
 from dsp.linear_kalman import KalmanState, run_cv_filter
-from dsp.state import decode_state, encode_state
+from dsp.state import continuing_overlapping_windows, decode_state, encode_state
 from dsp.weighted_fusion import fuse
 
 __all__ = ["BLOCK", "compute", "ORIENTATION_FILTERS"]
@@ -301,4 +301,5 @@ def _weighted(req: Request, raw: np.ndarray, fs: float, previous: Optional[dict]
     return values, labels, graphs, result.state or {}
 
 
-BLOCK = Block(name=BLOCK_NAME, parameters=load_parameters(BLOCK_NAME), compute=compute)
+BLOCK = Block(name=BLOCK_NAME, parameters=load_parameters(BLOCK_NAME),
+              compute=continuing_overlapping_windows(compute))

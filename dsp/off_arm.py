@@ -46,7 +46,7 @@ from dsp.errors import ConfigurationError
 from dsp.fuzzy_logic import (FuzzySet, FuzzySystem, MembershipFunction, OutputVariable, Variable,
                              parse_rule_base)
 from dsp.graphs import line_graph
-from dsp.state import decode_state, encode_state
+from dsp.state import continuing_overlapping_windows, decode_state, encode_state
 
 __all__ = ["BLOCK", "compute", "ARTICLE_RULES", "REDUCED_RULES", "build_system",
            "motion_from_events", "running_mean", "AXES"]
@@ -440,4 +440,4 @@ def _graphs(light, motion, hr, certainty, fs: float) -> list[dict]:
     ]
 
 
-BLOCK = Block(name=NAME, parameters=load_parameters(NAME), compute=compute)
+BLOCK = Block(name=NAME, parameters=load_parameters(NAME), compute=continuing_overlapping_windows(compute))

@@ -7,11 +7,13 @@ parse (no pickle). The block's name is stored with it so that a state cannot be 
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from dataclasses import replace
+from typing import Any, Callable, Optional
 
 import numpy as np
 import orjson
 
+from dsp.block import Features, Request
 from dsp.errors import ConfigurationError
 
 STATE_FORMAT = 1
@@ -70,3 +72,30 @@ def _all_finite(value: Any) -> bool:
     if isinstance(value, (list, tuple)):
         return all(_all_finite(item) for item in value)
     return True
+
+
+def continuing_overlapping_windows(compute: Callable[[Request], Features]) -> Callable[[Request], Features]:
+    """`compute` for a stateful block whose windows may overlap.
+
+    Studio cuts a sample into windows `window increase` apart; when that is shorter than the
+    window, consecutive windows share samples, and continuing from the state at the *end* of the
+    previous window would run the filters over the shared samples twice (a gyroscope integrates
+    that rotation twice). With the block's `window-increase-ms` parameter set to the impulse's
+    window increase, the state handed on is the one after the first `increase` samples of this
+    window: where the next window starts. 0 (the default) means windows follow each other.
+    """
+
+    def compute_window(req: Request) -> Features:
+        result = compute(req)
+        increase_ms = req.params["window_increase_ms"]
+        if not (math.isfinite(increase_ms) and increase_ms >= 0):
+            raise ConfigurationError(
+                f"Parameter 'window-increase-ms' must be 0 (windows follow each other) or the "
+                f"impulse's window increase in ms; got {increase_ms!r}.")
+        increase = int(round(increase_ms * req.sampling_freq / 1000.0))
+        if 0 < increase < req.raw.shape[0]:
+            lead = replace(req, raw=req.raw[:increase], draw_graphs=False)
+            result.state = result.state_string = compute(lead).state
+        return result
+
+    return compute_window
