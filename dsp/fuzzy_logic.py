@@ -66,9 +66,9 @@ DEFAULT_UNIVERSE_POINTS = 101
 MAX_RULE_TEXT_CHARS = 100_000
 MAX_RULES = 500
 MAX_CONDITION_DEPTH = 32
-# Samples per block of the Mamdani aggregation: keeps the (samples, universe) scratch arrays in
-# cache (2048 x 101 float64 is 1.6 MB).
-AGGREGATION_CHUNK = 2048
+# Cells (samples x universe points) per block of the Mamdani aggregation: keeps the scratch arrays
+# in cache (2048 samples x 101 points of float64 is 1.6 MB), and bounded for large universes.
+AGGREGATION_CELLS = 2048 * 101
 PEAK_TOLERANCE = 1e-9
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -631,8 +631,9 @@ class _Compiled:
         levels = np.maximum.reduceat(firing[self.consequent_order], self.consequent_starts, axis=0)
         samples = firing.shape[1]
         output = np.empty(samples)
-        for start in range(0, samples, AGGREGATION_CHUNK):
-            stop = min(start + AGGREGATION_CHUNK, samples)
+        chunk = max(1, AGGREGATION_CELLS // self.universe.size)
+        for start in range(0, samples, chunk):
+            stop = min(start + chunk, samples)
             aggregated = _aggregate(self.clipped_sets, levels[:, start:stop])
             output[start:stop] = self._defuzzify(aggregated, method, no_fire_output)
         return output
