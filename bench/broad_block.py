@@ -19,7 +19,6 @@ prints a markdown table (one row per filter and trial). Data: `$SHARED_DIR/data/
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,23 +28,19 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from dsp.orientation import FILTERS as ORIENTATION_FILTERS  # noqa: E402
 from dsp.quaternion import euler_zyx  # noqa: E402
+from tests.shared_data import BROAD_DIR  # noqa: E402
 
 BAR_DEGREES = 1.0
 MAX_PITCH_DEGREES = 60.0
 MAX_ROLL_DEGREES = 150.0
 MIN_VALID_REFERENCE = 0.5
 WINDOWS_PER_BATCH = 10
-ORIENTATION_FILTERS = ("complementary", "ekf", "madgwick", "mahony", "vqf")
-
-
-def broad_dir() -> Path:
-    shared = Path(os.environ["SHARED_DIR"]) if os.environ.get("SHARED_DIR") else REPO_ROOT.parent / "shared"
-    return shared / "data" / "broad"
 
 
 def trial_paths() -> list[Path]:
-    return sorted(broad_dir().glob("*.npz"))
+    return sorted(BROAD_DIR.glob("*.npz"))
 
 
 def load_trial(path: Path) -> dict:
@@ -136,7 +131,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     paths = trial_paths()
     if not paths:
-        print(f"No BROAD trials in {broad_dir()}", file=sys.stderr)
+        print(f"No BROAD trials in {BROAD_DIR}", file=sys.stderr)
         return 2
     import logging
 

@@ -34,20 +34,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from dsp.quaternion import orientation_errors  # noqa: E402
+from tests.shared_data import BROAD_DIR  # noqa: E402
 
 # The dataset's Madgwick baseline (beta 0.12, one set for all trials), inclination and total RMSE, deg.
 BASELINE_INCLINATION = {"01": 0.78, "06": 1.48, "24": 1.26, "29": 3.65}
 BASELINE_TOTAL = {"01": 2.31, "06": 2.31, "24": 1.77, "29": 9.16}
 
 
-def broad_dir() -> Path:
-    shared = Path(os.environ["SHARED_DIR"]) if os.environ.get("SHARED_DIR") else REPO_ROOT.parent / "shared"
-    return shared / "data" / "broad"
-
-
 def load_trials() -> dict[str, dict]:
     trials = {}
-    for path in sorted(broad_dir().glob("*.npz")):
+    for path in sorted(BROAD_DIR.glob("*.npz")):
         with np.load(path) as data:
             trials[path.name[:2]] = {
                 "acc": np.ascontiguousarray(data["acc"], dtype=np.float64),
@@ -159,8 +155,8 @@ def main() -> int:
     parser.add_argument("--no-speed", action="store_true")
     args = parser.parse_args()
     filters = [f for f in args.filters.split(",") if f]
-    if not broad_dir().is_dir():
-        print(f"BROAD data not found in {broad_dir()}", file=sys.stderr)
+    if not BROAD_DIR.is_dir():
+        print(f"BROAD data not found in {BROAD_DIR}", file=sys.stderr)
     else:
         print_accuracy(evaluate(filters, json.loads(args.settings)))
     if not args.no_speed:

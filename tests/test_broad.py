@@ -7,32 +7,25 @@ shared data folder, never copied into the repository.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dsp.orientation import FILTERS, run_filter
 from dsp.quaternion import orientation_errors
+from tests.shared_data import BROAD_DIR
 
 # The dataset's Madgwick figures (beta 0.12), inclination RMSE in degrees.
 BASELINE_INCLINATION = {"01": 0.78, "06": 1.48, "24": 1.26, "29": 3.65}
 
 
-def broad_dir() -> Path:
-    if os.environ.get("SHARED_DIR"):
-        return Path(os.environ["SHARED_DIR"]) / "data" / "broad"
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / "broad"
-
-
 @pytest.fixture(scope="module")
 def inclination_rmse() -> dict:
     """{(trial, filter, with_mag): inclination RMSE in degrees over the scored samples}."""
-    paths = {p.name[:2]: p for p in sorted(broad_dir().glob("*.npz"))}
+    paths = {p.name[:2]: p for p in sorted(BROAD_DIR.glob("*.npz"))}
     missing = sorted(set(BASELINE_INCLINATION) - set(paths))
     if missing:
-        pytest.skip(f"BROAD trials {missing} not found in {broad_dir()}")
+        pytest.skip(f"BROAD trials {missing} not found in {BROAD_DIR}")
     figures = {}
     for trial, path in paths.items():
         if trial not in BASELINE_INCLINATION:

@@ -1,7 +1,6 @@
 """Bar (a) of issue 4 on the real BROAD recordings, through the kalman block's /batch with state."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -9,13 +8,12 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from tests.shared_data import BROAD_DIR  # noqa: E402
 import broad_block  # noqa: E402
 
-SHARED = (Path(os.environ["SHARED_DIR"]) if os.environ.get("SHARED_DIR")
-          else Path(__file__).resolve().parents[2] / "shared")
-TRIALS = sorted((SHARED / "data" / "broad").glob("*.npz"))
+TRIALS = sorted(BROAD_DIR.glob("*.npz"))
 
-pytestmark = pytest.mark.skipif(not TRIALS, reason=f"BROAD trials not found in {SHARED / 'data' / 'broad'}")
+pytestmark = pytest.mark.skipif(not TRIALS, reason=f"BROAD trials not found in {BROAD_DIR}")
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import math
-import os
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ from dsp.errors import ConfigurationError
 from dsp.params import parameter_specs, resolve_params
 from dsp.quaternion import euler_zyx
 from tests.imu_stream import make_imu_stream
+from tests.shared_data import XIO_LOG
 
 SPECS = parameter_specs(kalman.BLOCK.parameters)
 IMU_AXES = ["accX", "accY", "accZ", "gyrX", "gyrY", "gyrZ", "magX", "magY", "magZ"]
@@ -366,9 +365,7 @@ def test_bad_settings_are_clear_errors(client, stream, params, expected):
 # Real fast motion without ground truth (x-io Fusion example log, MIT)
 # ---------------------------------------------------------------------------------------------
 
-SHARED = (Path(os.environ["SHARED_DIR"]) if os.environ.get("SHARED_DIR")
-          else Path(__file__).resolve().parents[2] / "shared")
-XIO = SHARED / "data" / "xio_fusion" / "sensor_data.npz"
+XIO = XIO_LOG
 
 
 @pytest.mark.skipif(not XIO.exists(), reason=f"x-io Fusion log not found at {XIO}")

@@ -10,8 +10,6 @@ stream's large bias: 87 % of it after 60 s). With the BROAD-tuned defaults, comp
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,14 +19,9 @@ from dsp.orientation import FILTERS, OrientationTrack, default_settings, run_fil
 from dsp.quaternion import (euler_zyx, orientation_errors, quat_conjugate, quat_from_euler_zyx, quat_multiply,
                             quat_rotate)
 from tests.imu_stream import EARTH_FIELD, GRAVITY, make_imu_stream
+from tests.shared_data import XIO_LOG
 
 ahrs_filters = pytest.importorskip("ahrs.filters")
-
-
-def shared_data() -> Path:
-    if os.environ.get("SHARED_DIR"):
-        return Path(os.environ["SHARED_DIR"]) / "data"
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 # Settings suited to the synthetic stream (100 Hz, a large gyro bias of up to 0.03 rad/s) for the
@@ -316,7 +309,7 @@ def test_bad_input_raises_configuration_error(change, message):
 
 @pytest.mark.parametrize("name", FILTERS)
 def test_no_filter_diverges_on_the_xio_log(name):
-    path = shared_data() / "xio_fusion" / "sensor_data.npz"
+    path = XIO_LOG
     if not path.exists():
         pytest.skip(f"x-io Fusion log not found at {path}")
     with np.load(path) as data:
