@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 4446
 
-.PHONY: install install-train run test bench clean
+.PHONY: install install-train run test bench load-test clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ test: install-train
 
 bench: install
 	$(BIN)/python bench/run_bench.py
+
+# The real server under concurrent clients for a minute: zero errors, flat memory (LOAD_TEST.md).
+load-test: install
+	$(BIN)/python bench/load_test.py --seconds 60 --output LOAD_TEST.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
