@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 4446
 
-.PHONY: install install-train run test bench load-test clean
+.PHONY: install install-train run test bench load-test features clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,17 @@ test: install-train
 
 bench: install
 	$(BIN)/python bench/run_bench.py
+
+# A dataset's features as .npy, like Studio's X_train.npy:
+#   make features DATA=data/training BLOCK=mfe PARAMS='{"num-filters": 40}' WINDOW_MS=1000 INCREASE_MS=500 AXES=audio
+BLOCK ?= spectrogram
+PARAMS ?= {}
+WINDOW_MS ?= 1000
+INCREASE_MS ?= $(WINDOW_MS)
+OUT ?= features
+features: install
+	$(BIN)/python -m dsp.extract --block $(BLOCK) --params '$(PARAMS)' --window-ms $(WINDOW_MS) \
+		--increase-ms $(INCREASE_MS) $(if $(AXES),--axes '$(AXES)') --out $(OUT) $(DATA)
 
 # The real server under concurrent clients for a minute: zero errors, flat memory (LOAD_TEST.md).
 load-test: install

@@ -20,7 +20,7 @@ import simdjson
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from dsp.block import Block, Request
+from dsp.block import Block, Request, compute_in_order
 from dsp.errors import ConfigurationError
 from dsp.params import describe_value, parameter_specs, resolve_params
 from dsp.registry import DEFAULT_ROOT_BLOCK, all_blocks
@@ -195,44 +195,23 @@ class HostedBlock:
         if self.block.compute_batch is not None and isinstance(windows, np.ndarray):
             req.raw = axis_map.split(windows)
             result = self.block.compute_batch(req)
-            features = np.ascontiguousarray(result.features, dtype=np.float64)
-            labels, output_config, fft_used = result.labels, result.output_config, result.fft_used
-            state, state_string = result.state, result.state_string
         else:
-            features, labels, output_config, fft_used, state, state_string = self._batch_loop(req, axis_map, windows)
+            result = compute_in_order(self.block, req, windows, prepare=axis_map.split)
+        features = np.ascontiguousarray(result.features, dtype=np.float64)
         _check_output(features, self.block.name)
         return {
             "success": True,
             "features": features,
-            "labels": labels,
-            "output_config": output_config,
-            "fft_used": fft_used,
-            "state": state,
-            "state_string": state_string,
+            "labels": result.labels,
+            "output_config": result.output_config,
+            "fft_used": result.fft_used,
+            "state": result.state,
+            "state_string": result.state_string,
         }
 
     def tflite_implementation(self, body: "simdjson.Object") -> bytes:
         """The block's raw-window TFLite model for the impulse described by the request."""
         return self.block.tflite_implementation(self._request(body, None, draw_graphs=False)[0])
-
-    def _batch_loop(self, req: Request, axis_map: AxisMap, windows: list[np.ndarray]):
-        """One window at a time, threading state from each window into the next."""
-        rows, first, fft_used = [], None, []
-        for index, window in enumerate(windows):
-            try:
-                req.raw = axis_map.split(window)
-                result = self.block.compute(req)
-            except ConfigurationError as exc:
-                raise ConfigurationError(f"Window {index}: {exc}") from None
-            rows.append(np.asarray(result.features, dtype=np.float64).reshape(-1))
-            first = first or result
-            fft_used.extend(n for n in result.fft_used if n not in fft_used)
-            req.state = result.state
-        if any(r.size != rows[0].size for r in rows):
-            raise ConfigurationError(
-                "The windows gave feature vectors of different lengths; send windows of one length."
-            )
-        return (np.stack(rows), first.labels, first.output_config, fft_used, req.state, result.state_string)
 
     def _request(self, body, window: Optional[np.ndarray], draw_graphs: bool) -> tuple[Request, AxisMap]:
         axis_map = AxisMap(_axes(_required(body, "axes")), self.block.info.get("axes"),

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
+
+from dsp.errors import ConfigurationError
 
 PARAMETERS_DIR = Path(__file__).resolve().parent / "parameters"
 
@@ -144,3 +146,31 @@ def time_frequency_block(
 
     return Block(name=name, parameters=load_parameters(name), compute=compute,
                  compute_batch=compute_batch)
+
+
+def compute_in_order(block: Block, req: Request, windows: Iterable[np.ndarray],
+                     prepare: Callable[[np.ndarray], np.ndarray] = lambda window: window) -> BatchFeatures:
+    """Windows through `block.compute` one at a time, in order, each starting from the state the
+    previous one returned (the first from `req.state`). `prepare` turns a window into the
+    (samples, axes) array the block takes.
+
+    A user error names the window it happened on ("Window 3: ..."); windows that give feature
+    vectors of different lengths are refused, as Studio needs one width.
+    """
+    rows, first, fft_used, result = [], None, [], None
+    for index, window in enumerate(windows):
+        try:
+            req.raw = prepare(window)
+            result = block.compute(req)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"Window {index}: {exc}") from None
+        rows.append(np.asarray(result.features, dtype=np.float64).reshape(-1))
+        first = first or result
+        fft_used.extend(n for n in result.fft_used if n not in fft_used)
+        req.state = result.state
+    if first is None:
+        raise ConfigurationError("There are no windows to compute.")
+    if any(row.size != rows[0].size for row in rows):
+        raise ConfigurationError("The windows gave feature vectors of different lengths; send windows of one length.")
+    return BatchFeatures(features=np.stack(rows), labels=first.labels, output_config=first.output_config,
+                         fft_used=fft_used, state=result.state, state_string=result.state_string)
