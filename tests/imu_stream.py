@@ -81,3 +81,11 @@ def make_imu_stream(seconds: float = 60.0, fs: float = 100.0, seed: int = 0, *,
     mag = quat_rotate(to_sensor, np.broadcast_to(EARTH_FIELD, (n, 3))) + rng.normal(0, mag_noise, (n, 3))
     return ImuStream(fs=fs, t=t, acc=acc, gyr=gyr, mag=mag, quat=quat,
                      gyro_bias=np.asarray(gyro_bias, dtype=float), true_rate=true_rate)
+
+
+# Settings suited to this stream (100 Hz, a large gyro bias of up to 0.03 rad/s) for the filters
+# without bias estimation or with a slow one; their defaults are tuned on BROAD (286 Hz, tiny bias).
+STREAM_SETTINGS = {
+    "complementary": {"alpha": 0.98, "alpha_mag": 0.99},
+    "mahony": {"kp": 1.0, "ki": 0.05},
+}

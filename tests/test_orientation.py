@@ -1,11 +1,7 @@
 """The orientation (AHRS) filters of `dsp.orientation`: accuracy, bias, oracles, streams, conventions.
 
-Figures on the 60 s synthetic stream of `tests/imu_stream.py` (seed 0), inclination RMS after 2 s
-(6D / 9D) and heading RMS after 10 s (9D), degrees, with `STREAM_SETTINGS` (else the defaults):
-complementary 1.16 / 1.16, 1.77; ekf 0.37 / 0.36, 0.13; madgwick 1.26 / 1.29, 2.38;
-mahony 0.96 / 0.94, 2.07; vqf 2.36 / 2.36, 5.25 (vqf's bias estimation converges slowly on this
-stream's large bias: 87 % of it after 60 s). With the BROAD-tuned defaults, complementary
-(alpha 0.999, 10 s at 100 Hz) reaches 10.8 and mahony (ki 0.002) 5.0: too slow for this bias.
+Figures on the 60 s synthetic stream of `tests/imu_stream.py` (seed 0), per filter, with its
+defaults and with `STREAM_SETTINGS`: `bench/broad_orientation.py` prints them.
 """
 from __future__ import annotations
 
@@ -18,18 +14,10 @@ from dsp.errors import ConfigurationError
 from dsp.orientation import FILTERS, OrientationTrack, default_settings, run_filter
 from dsp.quaternion import (euler_zyx, orientation_errors, quat_conjugate, quat_from_euler_zyx, quat_multiply,
                             quat_rotate)
-from tests.imu_stream import EARTH_FIELD, GRAVITY, make_imu_stream
+from tests.imu_stream import EARTH_FIELD, GRAVITY, STREAM_SETTINGS, make_imu_stream
 from tests.shared_data import XIO_LOG
 
 ahrs_filters = pytest.importorskip("ahrs.filters")
-
-
-# Settings suited to the synthetic stream (100 Hz, a large gyro bias of up to 0.03 rad/s) for the
-# filters without bias estimation or with slow one; the defaults are tuned on BROAD (286 Hz, tiny bias).
-STREAM_SETTINGS = {
-    "complementary": {"alpha": 0.98, "alpha_mag": 0.99},
-    "mahony": {"kp": 1.0, "ki": 0.05},
-}
 
 
 @pytest.fixture(scope="module")
