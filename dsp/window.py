@@ -42,7 +42,8 @@ class AxisMap:
     Blocks that declare named axes receive their columns in declared order, named as declared,
     whatever the input calls them. Studio sends `named_axes` (declared name -> input axis name, or
     false for an optional axis left unselected). Without it, input axes that all carry declared
-    names are matched by name; otherwise they are taken positionally, in the declared order.
+    names are matched by name; input axes none of which carries a declared name are taken
+    positionally, in the declared order; a mix of the two is refused.
     """
 
     def __init__(self, input_axes: list[str], declared: Optional[list[dict]], named_axes: Any):
@@ -73,7 +74,16 @@ class AxisMap:
 
     @staticmethod
     def _implicit(input_axes: list[str], names: list[str], required: list[str]) -> dict[str, int]:
-        if set(input_axes) <= set(names) and len(set(input_axes)) == len(input_axes):
+        known = [axis for axis in input_axes if axis in names]
+        if known and (len(known) < len(input_axes) or len(set(known)) < len(known)):
+            # Some names match and some do not: by position, a matching name could land on another
+            # declared axis (gyrX's values as accX), so say what to do instead of guessing.
+            others = [axis for axis in input_axes if axis not in names]
+            raise ConfigurationError(
+                f"Axes {', '.join(others) or ', '.join(known)} do not match this block's axes one to one "
+                f"({', '.join(names)}): name every axis as declared, or map them with 'named_axes'."
+            )
+        if known:
             chosen = {name: input_axes.index(name) for name in input_axes}
         elif len(input_axes) <= len(names):
             chosen = {name: index for index, name in enumerate(names[: len(input_axes)])}

@@ -110,3 +110,10 @@ def test_run_continues_from_the_state_string_it_returned(client):
     assert second["state_string"] == "2"
     third = _run(client, ["light", "motion"], [1, 2], state=second["state"])
     assert third["state"] == "3"
+
+
+def test_a_mix_of_declared_and_other_names_is_refused_not_mapped_by_position(client):
+    # By position, "motion" would land on light: refuse and say how to map instead.
+    answer = _run(client, ["lux", "motion"], [200, -1])
+    assert answer["success"] is False
+    assert "lux" in answer["error"] and "named_axes" in answer["error"]
