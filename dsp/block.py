@@ -30,6 +30,9 @@ class Request:
                             its declared type, defaults filled in.
     draw_graphs:            build `graphs` only when true.
     state:                  the block state carried from the previous window ("" when none).
+    lead_only:              only the state after these samples is wanted: they lead a window
+                            whose whole passed the block's plausibility checks (which a short
+                            lead, say the free fall at the start of a drop, need not pass alone).
     """
 
     raw: np.ndarray
@@ -39,6 +42,7 @@ class Request:
     params: dict[str, Any]
     draw_graphs: bool = False
     state: str = ""
+    lead_only: bool = False
 
 
 @dataclass

@@ -164,7 +164,8 @@ def _orientation(req: Request, raw: np.ndarray, name: str, fs: float, previous: 
     acc = _columns(req, raw, ACC_AXES) * (GRAVITY if params["acc_units"] == "g" else 1.0)
     gyr = _columns(req, raw, GYRO_AXES) * (math.pi / 180.0 if params["gyro_units"] == "deg/s" else 1.0)
     mag = _columns(req, raw, MAG_AXES) if "magX" in req.axes else None
-    _check_units(acc, gyr, params["acc_units"], params["gyro_units"])
+    if not req.lead_only:
+        _check_units(acc, gyr, params["acc_units"], params["gyro_units"])
     settings = {key: params[param] for param, key in ORIENTATION_PARAMETERS[name].items()}
     try:
         track = orientation.run_filter(name, acc, gyr, mag, fs, settings, previous)

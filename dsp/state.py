@@ -94,8 +94,13 @@ def continuing_overlapping_windows(compute: Callable[[Request], Features]) -> Ca
                 f"impulse's window increase in ms; got {increase_ms!r}.")
         increase = int(round(increase_ms * req.sampling_freq / 1000.0))
         if 0 < increase < req.raw.shape[0]:
-            lead = replace(req, raw=req.raw[:increase], draw_graphs=False)
-            result.state = result.state_string = compute(lead).state
+            lead = replace(req, raw=req.raw[:increase], draw_graphs=False, lead_only=True)
+            try:
+                result.state = result.state_string = compute(lead).state
+            except ConfigurationError as exc:
+                raise ConfigurationError(
+                    f"Cannot compute the state where the next window starts (after the first {increase} "
+                    f"samples: 'window-increase-ms' {increase_ms:g}): {exc}") from None
         return result
 
     return compute_window

@@ -91,3 +91,22 @@ def test_a_negative_window_increase_is_refused(value):
                                        "sampling_freq": FS, "params": {"window-increase-ms": value}}).get_json()
     assert answer["success"] is False
     assert "window-increase-ms" in answer["error"]
+
+
+def test_a_window_starting_in_free_fall_is_accepted_whatever_the_increase():
+    # The first 300 ms fall freely: alone they fail the accelerometer-units check, the window does not.
+    acc = np.tile([0.0, 0.0, 9.8], (100, 1))
+    acc[:30] = [0.0, 0.0, 0.5]
+    imu = np.hstack([acc, np.zeros((100, 3))])
+    answer = batch(kalman.BLOCK, ["accX", "accY", "accZ", "gyrX", "gyrY", "gyrZ"],
+                   [imu.reshape(-1).tolist()] * 2, {"filter": "ekf", "window-increase-ms": 300})
+    assert len(answer["features"]) == 2
+
+
+def test_a_lead_that_cannot_be_computed_says_it_is_about_the_window_increase():
+    readings = np.random.default_rng(0).normal(20.0, 0.1, (10, 3))
+    client = create_app(blocks={"kalman": kalman.BLOCK}, root_block="kalman").test_client()
+    answer = client.post("/run", json={"features": readings.reshape(-1).tolist(), "axes": ["accX", "accY", "accZ"],
+                                       "sampling_freq": 10, "params": {"filter": "weighted", "window-increase-ms": 100}}).get_json()
+    assert answer["success"] is False
+    assert "window-increase-ms" in answer["error"] and "at least 2 samples" in answer["error"]
