@@ -29,6 +29,7 @@ import csv
 import io
 import math
 import os
+import re
 import struct
 import threading
 import warnings
@@ -141,7 +142,8 @@ def read_acquisition_json(path: Path, default_rate: Optional[float] = None
     except ValueError as exc:
         raise ConfigurationError(f"not valid JSON ({exc}); expected an Edge Impulse acquisition file.") from None
     try:
-        return _acquisition_arrays(document)
+        # Nested lists in a flat 'values' each add a '[' byte; sensors and values are two.
+        return _acquisition_arrays(document, may_nest=data.count(b"[") > 2)
     finally:
         del document  # the parser can be reused only once no proxy into it is left
 
@@ -162,7 +164,8 @@ def _parse_json(data: bytes):
     return parser.parse(data)
 
 
-def _acquisition_arrays(document) -> tuple[np.ndarray, list[str], float]:
+def _acquisition_arrays(document, may_nest: bool = True) -> tuple[np.ndarray, list[str], float]:
+    """may_nest False: the caller knows no list sits inside a flat 'values' (saves a scan)."""
     payload = document.get("payload") if isinstance(document, simdjson.Object) else None
     if not isinstance(payload, simdjson.Object):
         raise ConfigurationError(
@@ -185,20 +188,31 @@ def _acquisition_arrays(document) -> tuple[np.ndarray, list[str], float]:
     if not isinstance(values, simdjson.Array):
         raise ConfigurationError("'payload.values' must be a list of samples.")
     rows = len(values)
-    if rows and isinstance(values[0], simdjson.Array):
+    if rows == 0:
+        raise ConfigurationError("the recording holds no samples ('payload.values' is empty).")
+    if isinstance(values[0], simdjson.Array):
         # Flattening below would hide rows of the wrong length that happen to add up.
         try:
             lengths = set(map(len, values))
         except TypeError:  # a bare number among the rows
             lengths = None
         if lengths != {len(names)}:
+            bad = next(i for i, row in enumerate(values)
+                       if not isinstance(row, simdjson.Array) or len(row) != len(names))
             raise ConfigurationError(
                 f"every sample in 'payload.values' must be a list of {len(names)} numbers "
-                f"(one per sensor: {', '.join(names)}).")
+                f"(one per sensor: {', '.join(names)}); payload.values[{bad}] is {_json_text(values[bad])}.")
     elif len(names) != 1:
         raise ConfigurationError(
             f"'payload.values' is a flat list but there are {len(names)} sensors; expected one list "
             "of numbers per sample.")
+    elif may_nest and simdjson.Array in set(map(type, values)):
+        # Flattening below would silently accept [1, [2], 3].
+        bad = next(i for i, row in enumerate(values) if isinstance(row, simdjson.Array))
+        raise ConfigurationError(
+            f"'payload.values' mixes numbers and lists: payload.values[{bad}] is {_json_text(values[bad])}; "
+            "expected every sample to be a number (flat form, one sensor) or every sample a list of "
+            "one number per sensor.")
     try:
         flat = np.frombuffer(values.as_buffer(of_type="d"), dtype=np.float64)
     except (TypeError, ValueError):
@@ -206,6 +220,12 @@ def _acquisition_arrays(document) -> tuple[np.ndarray, list[str], float]:
     if flat.size != rows * len(names):
         raise ConfigurationError("'payload.values' must hold only numbers, one per sensor per sample.")
     return flat.reshape(rows, len(names)).copy(), names, 1000.0 / float(interval_ms)
+
+
+def _json_text(value, limit: int = 60) -> str:
+    """A JSON value as short text for a message."""
+    text = value.mini.decode("utf-8", "replace") if hasattr(value, "mini") else repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 # --- CSV ------------------------------------------------------------------------------------
@@ -219,14 +239,26 @@ def read_csv(path: Path, default_rate: Optional[float] = None) -> tuple[np.ndarr
     header = [name.strip() for name in next(csv.reader([header_line], delimiter=delimiter), [])]
     if not header or not any(header):
         raise ConfigurationError("the first line must be a header naming the columns.")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # numpy warns on a header-only file; handled below
+    # Excel-style exports end every row with the separator: an empty last column, dropped.
+    if len(header) > 1 and header[-1] == "":
+        header.pop()
+        trailing_separator = True
+    else:
+        first_line = re.search(r"^.+$", body, re.MULTILINE)
+        first_row = next(csv.reader([first_line.group() if first_line else ""], delimiter=delimiter), [])
+        trailing_separator = len(first_row) == len(header) + 1 and not first_row[-1].strip()
+    if trailing_separator:
+        body = re.sub(re.escape(delimiter) + r" *$", "", body, flags=re.MULTILINE)
+    try:
+        table = _load_table(body, delimiter)
+    except ValueError:
+        # numpy skips empty lines but not whitespace-only ones (an editor's trailing blank lines);
+        # blanking them only on failure spares every good file a scan.
+        body = _WHITESPACE_LINE.sub("", body)
         try:
-            table = np.loadtxt(io.StringIO(body), delimiter=delimiter, dtype=np.float64, ndmin=2,
-                               quotechar='"')
-        except ValueError as exc:
-            raise ConfigurationError(
-                f"expected a number in every cell after the header ({_first_line(exc)}).") from None
+            table = _load_table(body, delimiter)
+        except ValueError:
+            raise ConfigurationError(_csv_row_problem(body, delimiter, header)) from None
     if table.size == 0:
         raise ConfigurationError("no rows after the header.")
     if table.shape[1] != len(header):
@@ -247,6 +279,34 @@ def read_csv(path: Path, default_rate: Optional[float] = None) -> tuple[np.ndarr
         raise ConfigurationError(f"the header repeats a column name ({', '.join(axes)}).")
     values = table if time_index is None else np.delete(table, time_index, axis=1)
     return np.ascontiguousarray(values), axes, rate
+
+
+def _load_table(body: str, delimiter: str) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numpy warns on a header-only file; read_csv handles it
+        return np.loadtxt(io.StringIO(body), delimiter=delimiter, dtype=np.float64, ndmin=2, quotechar='"')
+
+
+_WHITESPACE_LINE = re.compile(r"^[^\S\n]+$", re.MULTILINE)
+
+
+def _csv_row_problem(body: str, delimiter: str, header: list[str]) -> str:
+    """The first row numpy refused, described in the file's terms (line number, columns)."""
+    for line_number, line in enumerate(body.split("\n"), start=2):  # line 1 is the header
+        line = line.split("#", 1)[0]  # numpy's comment character
+        if not line.strip():
+            continue
+        cells = next(csv.reader([line], delimiter=delimiter))
+        if len(cells) != len(header):
+            return (f"line {line_number}: expected {len(header)} columns ({', '.join(header)}), "
+                    f"found {len(cells)}: {line.strip()[:80]!r}.")
+        for name, cell in zip(header, cells):
+            try:
+                float(cell)
+            except ValueError:
+                found = repr(cell.strip()[:40]) if cell.strip() else "an empty cell"
+                return f"line {line_number}, column '{name}': expected a number, found {found}."
+    return "expected a number in every cell after the header."
 
 
 def _rate_from_times(times_ms: np.ndarray, path: Path) -> float:
@@ -280,6 +340,8 @@ def read_wav(path: Path, default_rate: Optional[float] = None) -> tuple[np.ndarr
             rate, data = wavfile.read(path)
     except (ValueError, EOFError, IndexError, struct.error) as exc:
         raise ConfigurationError(f"not a readable WAV file ({_first_line(exc)}).") from None
+    if data.size == 0:  # reshape below cannot infer the channel count of nothing
+        raise ConfigurationError("the recording holds no samples (the WAV file has 0 frames).")
     data = data.reshape(data.shape[0], -1)
     scale = _WAV_SCALES.get(data.dtype.kind + str(data.dtype.itemsize))
     if scale is None:
