@@ -118,18 +118,30 @@ def _tilt_heading(ax, ay, az, mx, my, mz, use_mag):
 # --- vectorised helpers ---------------------------------------------------------------------------
 
 
+# |sin(pitch)| this close to 1 is gimbal lock: the roll/yaw split is rounding noise there.
+GIMBAL_LOCK_TOLERANCE = 1e-12
+
+
 def euler_zyx(quat) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Aerospace ZYX Euler angles (roll about x, pitch about y, yaw about z) in radians.
 
-    ``quat``: (4,) or (n, 4) scalar-first quaternions (normalised here). Pitch is in [-pi/2, pi/2];
-    at pitch = +-90 degrees roll and yaw are not separable (gimbal lock) and the split is arbitrary.
+    ``quat``: (4,) or (n, 4) scalar-first quaternions (normalised here). Pitch is in [-pi/2, pi/2].
+    At pitch = +-90 degrees roll and yaw are not separable (gimbal lock): there roll is 0 and yaw
+    takes the whole rotation about the vertical, so every filter reports the same angles (near it,
+    Euler angles stay ill-conditioned, as they are by nature).
     """
     q = np.asarray(quat, dtype=np.float64)
     q = q / np.linalg.norm(q, axis=-1, keepdims=True)
     w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
+    sin_pitch = 2.0 * (w * y - z * x)
     roll = np.arctan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
-    pitch = np.arcsin(np.clip(2.0 * (w * y - z * x), -1.0, 1.0))
+    pitch = np.arcsin(np.clip(sin_pitch, -1.0, 1.0))
     yaw = np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+    locked = np.abs(sin_pitch) > 1.0 - GIMBAL_LOCK_TOLERANCE
+    if np.any(locked):
+        # At +-90 degrees pitch only yaw -+ roll is defined, and 2 atan2(z, w) is it.
+        roll = np.where(locked, 0.0, roll)
+        yaw = np.where(locked, np.angle(np.exp(2j * np.arctan2(z, w))), yaw)
     return roll, pitch, yaw
 
 

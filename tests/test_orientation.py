@@ -311,3 +311,11 @@ def test_no_filter_diverges_on_the_xio_log(name):
         assert np.median(track.innovation) < np.radians(5.0), name
         if track.gyro_bias is not None:
             assert np.abs(track.gyro_bias).max() < 0.1, name
+
+
+@pytest.mark.parametrize("pitch", [np.pi / 2, -np.pi / 2])
+def test_gimbal_lock_reads_roll_zero_and_puts_the_rest_in_yaw(pitch):
+    roll, locked_pitch, yaw = euler_zyx(quat_from_euler_zyx(0.3, pitch, 1.0))
+    assert roll == 0.0 and locked_pitch == pytest.approx(pitch)
+    # Only yaw - roll (at +90) or yaw + roll (at -90) is defined there.
+    assert yaw == pytest.approx(1.0 - 0.3 if pitch > 0 else 1.0 + 0.3)
