@@ -166,6 +166,10 @@ def _orientation(req: Request, raw: np.ndarray, name: str, fs: float, previous: 
     mag = _columns(req, raw, MAG_AXES) if "magX" in req.axes else None
     if not req.lead_only:
         _check_units(acc, gyr, params["acc_units"], params["gyro_units"])
+        if mag is not None and not np.any(mag):
+            raise ConfigurationError(
+                "The magnetometer (magX, magY, magZ) reads 0 on every axis for the whole window, so it "
+                "gives no heading; check the sensor, or leave the magnetometer axes unmapped.")
     settings = {key: params[param] for param, key in ORIENTATION_PARAMETERS[name].items()}
     try:
         track = orientation.run_filter(name, acc, gyr, mag, fs, settings, previous)

@@ -410,3 +410,12 @@ def test_an_out_of_range_setting_is_named_as_studio_shows_it():
                   implementation_version=1, params=params)
     with pytest.raises(ConfigurationError, match="Parameter 'madgwick-beta' must be between"):
         kalman.compute(req)
+
+
+def test_a_magnetometer_reading_zero_all_window_is_refused_not_turned_into_yaw():
+    imu = np.hstack([np.tile([0.0, 0.0, 9.81], (50, 1)), np.zeros((50, 3)), np.zeros((50, 3))])
+    params = resolve_params(parameter_specs(kalman.BLOCK.parameters), {"filter": "ekf"})
+    req = Request(raw=imu, axes=[*kalman.ACC_AXES, *kalman.GYRO_AXES, *kalman.MAG_AXES], sampling_freq=100,
+                  implementation_version=1, params=params)
+    with pytest.raises(ConfigurationError, match="magnetometer .* reads 0"):
+        kalman.compute(req)
