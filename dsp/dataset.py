@@ -9,15 +9,17 @@ Formats and the assumptions made
 --------------------------------
 * Acquisition JSON (`.json`): Edge Impulse's data acquisition format, `{"protected": ...,
   "signature": ..., "payload": {"device_type", "interval_ms", "sensors": [{"name", "units"}],
-  "values": [[a, b, ...], ...]}}`; with one sensor `values` may also be flat `[v, ...]`. The rate
-  is 1000 / interval_ms. The signature is not checked. (The CBOR encoding is not read.)
+  "values": [[a, b, ...], ...]}}`; with one sensor `values` may also be flat `[v, ...]` (every
+  sample in one form, not mixed). The rate is 1000 / interval_ms. The signature is not checked.
+  (The CBOR encoding is not read.)
 * CSV (`.csv`): one header row, then one row per sample, comma-separated (semicolon or tab also
   recognised from the header). A time column gives the rate: `timestamp`, `timestamp_ms` or
   `time_ms` in milliseconds; `time`, `time_s`, `t` or `seconds` in seconds (names compared
   case-insensitively). Timestamps must increase; the rate is the mean over the recording
   ((samples - 1) / duration), so a steady clock jitter is harmless. Without a time column the
   rate must be given (`default_rate`). Every other column is an axis, named by its header, and
-  must hold numbers (no empty cells).
+  must hold numbers (no empty cells). Blank lines, even with spaces, are skipped; a separator
+  ending every row (as Excel writes) is an empty last column and is dropped.
 * WAV (`.wav`): PCM via scipy.io.wavfile, mono or multi-channel. Samples are given on the 16-bit
   scale Studio stores audio on: int16 as is, 8-bit unsigned re-centred and times 256, 24/32-bit
   integers divided by 65536, float samples (nominally -1..1) times 32768. Axes: `audio` for mono,

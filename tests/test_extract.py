@@ -427,6 +427,74 @@ def test_bad_files_give_one_line_naming_the_file(tmp_path, name, content, expect
     assert not (tmp_path / "out" / "X.npy").exists() and not list((tmp_path / "out").glob("*.partial"))
 
 
+def _cli_error(tmp_path, path: Path) -> str:
+    code, err = run(["--block", "spectrogram", "--window-ms", 1000, "--out", tmp_path / "out", path])
+    assert code == 1
+    return _one_line(err)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_wav_with_no_frames_says_it_holds_no_samples(tmp_path, channels):
+    path = tmp_path / f"silent{channels}.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(channels)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes(b"")
+    with pytest.raises(ConfigurationError, match="holds no samples"):
+        dataset.read_recording(path)
+    line = _cli_error(tmp_path, path)
+    assert path.name in line and "holds no samples" in line
+
+
+def test_csv_whitespace_lines_and_trailing_separators_are_read(tmp_path):
+    expected = np.array([[1.0, -2.0], [3.5, 4.0], [5.0, 6.25]])
+    rows = ["0,1,-2", "10,3.5,4", "20,5,6.25"]
+    files = {
+        "blank_tail.csv": "timestamp,accX,accY\n" + "\n".join(rows) + "\n   \n\t\n",
+        "blank_middle.csv": "timestamp,accX,accY\n" + rows[0] + "\n  \n" + "\n".join(rows[1:]) + "\n",
+        "excel.csv": "timestamp,accX,accY\n" + "".join(r + ",\n" for r in rows),
+        "excel_header.csv": "timestamp,accX,accY,\n" + "".join(r + ",\n" for r in rows),
+        "excel_semicolon.csv": "timestamp;accX;accY;\n" + "".join(r.replace(",", ";") + ";\n" for r in rows) + " \n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+        recording = dataset.read_recording(tmp_path / name)
+        assert recording.axes == ["accX", "accY"], name
+        assert recording.sampling_freq == pytest.approx(100.0), name
+        np.testing.assert_array_equal(recording.values, expected, err_msg=name)
+
+
+@pytest.mark.parametrize("name, content, expected", [
+    ("short.csv", "timestamp,accX,accY\n0,1,2\n10,2\n", "line 3: expected 3 columns (timestamp, accX, accY), found 2"),
+    ("long.csv", "timestamp,accX\n0,1\n10,2,3\n", "line 3: expected 2 columns (timestamp, accX), found 3"),
+    ("filled.csv", "timestamp,accX\n0,1,\n10,2,7\n", "line 3: expected 2 columns (timestamp, accX), found 3"),
+    ("hole.csv", "timestamp,accX\n0,1\n\n20,\n", "line 4, column 'accX': expected a number, found an empty cell"),
+    ("word.csv", "timestamp,accX\n0,1\n  \n20,oops\n", "line 4, column 'accX': expected a number, found 'oops'"),
+])
+def test_csv_parse_errors_name_the_line_and_the_columns(tmp_path, name, content, expected):
+    (tmp_path / name).write_text(content)
+    line = _cli_error(tmp_path, tmp_path / name)
+    assert name in line and expected in line and "usecols" not in line and "float64" not in line
+
+
+@pytest.mark.parametrize("values, sensors, expected", [
+    ([1, [2], 3], ["a"], "payload.values[1] is [2]"),
+    ([1.5, 2, [3, 4]], ["a"], "payload.values[2] is [3,4]"),
+    ([[1], 2, [3]], ["a"], "payload.values[1] is 2"),
+    ([[1, 2], [3, 4], 5], ["a", "b"], "payload.values[2] is 5"),
+    ([[1, 2], [3], [4, 5]], ["a", "b"], "payload.values[1] is [3]"),
+    ([], ["a", "b"], "holds no samples"),
+    ([], ["a"], "holds no samples"),
+])
+def test_acquisition_values_of_mixed_kinds_or_none_are_refused(tmp_path, values, sensors, expected):
+    path = tmp_path / "mixed.json"
+    path.write_text(json.dumps({"payload": {"interval_ms": 1, "sensors": [{"name": n} for n in sensors],
+                                            "values": values}}))
+    line = _cli_error(tmp_path, path)
+    assert "mixed.json" in line and expected in line
+
+
 def test_bad_block_parameters_and_options(tmp_path):
     write_acquisition(tmp_path / "a.json", tone(1.0, 1000.0, 50, seed=0), ["audio"], 1000.0)
     base = ["--window-ms", 1000, "--out", tmp_path / "out", tmp_path / "a.json"]
