@@ -545,3 +545,12 @@ def test_bad_input_through_the_server_is_a_clear_failure(client):
         "sampling_freq": 10}).get_json()
     assert answer["success"] is False
     assert "motion events" in answer["error"]
+
+
+def test_the_readme_custom_rule_example_is_a_valid_rule_base():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (example,) = [line.strip().strip("`") for line in readme.splitlines() if '[{"if": {"and"' in line]
+    result = run(80.0, 0.9, 0.0, motion_input="quantity", rule_base="custom", custom_rules=example)
+    assert named(result)["off_arm_mean"] == pytest.approx(0.7, abs=0.01)
