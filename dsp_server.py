@@ -24,7 +24,7 @@ from dsp.block import Block, Request, compute_in_order
 from dsp.errors import ConfigurationError
 from dsp.params import describe_value, parameter_specs, resolve_params
 from dsp.registry import DEFAULT_ROOT_BLOCK, all_blocks
-from dsp.window import AxisMap, check_finite
+from dsp.window import AxisMap
 
 DEFAULT_MAX_BODY_MB = 64
 # A parser keeps buffers sized to the largest document it has read; past this size, parse with

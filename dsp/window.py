@@ -1,4 +1,4 @@
-"""Checks on the raw window that every block shares, before any block sees it."""
+"""The raw window as a block takes it: de-interleaved, its columns mapped onto the declared axes."""
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -25,15 +25,6 @@ def split_axes(values: np.ndarray, axes: list[str]) -> np.ndarray:
             f"({', '.join(axes)}): 'features' must hold one value per axis per sample, interleaved."
         )
     return values.reshape(values.shape[:-1] + (n_values // n_axes, n_axes))
-
-
-def check_finite(values: np.ndarray, what: str = "features") -> None:
-    """Reject NaN and infinity: they poison every feature computed from them."""
-    if not np.isfinite(values).all():
-        bad = np.flatnonzero(~np.isfinite(values.reshape(-1)))[0]
-        raise ConfigurationError(
-            f"'{what}' must be finite numbers; value {bad} is {values.reshape(-1)[bad]!r}."
-        )
 
 
 class AxisMap:
