@@ -32,7 +32,7 @@ RUN useradd --system --uid 10001 --no-create-home dsp \
     && mkdir -p "$NUMBA_CACHE_DIR" && chown dsp "$NUMBA_CACHE_DIR"
 USER dsp
 # Compile the numba filters into the image, so a container starts without a compiler pause.
-RUN /opt/venv/bin/python -c "from dsp import orientation; orientation.warm_up()"
+RUN /opt/venv/bin/python -c "from dsp.fusion import orientation; orientation.warm_up()"
 
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s \
     CMD python3 -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/parameters' % os.environ.get('PORT', '4446'), timeout=4)"

@@ -37,7 +37,7 @@ WINDOW_MS ?= 1000
 INCREASE_MS ?= $(WINDOW_MS)
 OUT ?= features
 features: install
-	$(BIN)/python -m dsp.extract --block $(BLOCK) --params '$(PARAMS)' --window-ms $(WINDOW_MS) \
+	$(BIN)/python -m dsp.datasets.extract --block $(BLOCK) --params '$(PARAMS)' --window-ms $(WINDOW_MS) \
 		--increase-ms $(INCREASE_MS) $(if $(AXES),--axes '$(AXES)') --out $(OUT) $(DATA)
 
 # The real server under concurrent clients for a minute: zero errors, flat memory (LOAD_TEST.md).

@@ -20,11 +20,11 @@ import simdjson
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from dsp.block import Block, Request, compute_in_order
-from dsp.errors import ConfigurationError
-from dsp.params import describe_value, parameter_specs, resolve_params
+from dsp.core.block import Block, Request, compute_in_order
+from dsp.core.errors import ConfigurationError
+from dsp.core.params import describe_value, parameter_specs, resolve_params
+from dsp.core.window import AxisMap
 from dsp.registry import DEFAULT_ROOT_BLOCK, all_blocks
-from dsp.window import AxisMap
 
 DEFAULT_MAX_BODY_MB = 64
 # A parser keeps buffers sized to the largest document it has read; past this size, parse with

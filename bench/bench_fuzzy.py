@@ -28,9 +28,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dsp import off_arm  # noqa: E402
-from dsp.block import Request  # noqa: E402
-from dsp.params import parameter_specs, resolve_params  # noqa: E402
+from dsp.core.block import Request  # noqa: E402
+from dsp.core.params import parameter_specs, resolve_params  # noqa: E402
+from dsp.fusion import off_arm  # noqa: E402
 
 SAMPLES = 10_000
 BAR_BATCH_MS = 20.0

@@ -1,12 +1,12 @@
 """Speed of the kalman block's filters beside the libraries they replace, measured in one process.
 
-* Constant-velocity Kalman filter (`dsp.linear_kalman`) on 3 axes x 10,000 samples, filter alone
+* Constant-velocity Kalman filter (`dsp.fusion.linear_kalman`) on 3 axes x 10,000 samples, filter alone
   and with RTS smoothing (bars: under 3 ms and 6 ms), three ways: a stream's first window with a
   new configuration (the gain recursion computed from scratch: "cold"), the same configuration
   again (the data-independent gain sequence comes from the per-configuration cache: "warm"), and
   a window continuing a stream (state already converged). Baseline: filterpy's KalmanFilter
   (predict/update per sample) and rts_smoother, same model, same data.
-* Every orientation filter of `dsp.orientation` on 10,000 samples of the synthetic IMU stream
+* Every orientation filter of `dsp.fusion.orientation` on 10,000 samples of the synthetic IMU stream
   (`tests/imu_stream.py`, 100 Hz, magnetometer unused; bar: under 15 ms), beside ahrs' Madgwick
   and Mahony on the same data.
 
@@ -26,7 +26,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from dsp import linear_kalman, orientation  # noqa: E402
+from dsp.fusion import linear_kalman, orientation  # noqa: E402
 from tests.imu_stream import make_imu_stream  # noqa: E402
 
 SAMPLES = 10_000

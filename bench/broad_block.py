@@ -28,8 +28,8 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from dsp.orientation import FILTERS as ORIENTATION_FILTERS  # noqa: E402
-from dsp.quaternion import euler_zyx  # noqa: E402
+from dsp.fusion.orientation import FILTERS as ORIENTATION_FILTERS  # noqa: E402
+from dsp.fusion.quaternion import euler_zyx  # noqa: E402
 from tests.shared_data import BROAD_DIR  # noqa: E402
 
 BAR_DEGREES = 1.0
@@ -117,7 +117,7 @@ def evaluate(client, trial: dict, filter_name: str, window_seconds: float = 2.0,
 
 
 def make_client():
-    from dsp import kalman
+    from dsp.fusion import kalman
     from dsp_server import create_app
 
     return create_app(blocks={"kalman": kalman.BLOCK}, root_block="kalman").test_client()

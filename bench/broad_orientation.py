@@ -1,6 +1,6 @@
 """BROAD in-process evaluation of the orientation filters (issue 4, bar b), plus their speed.
 
-For each filter of `dsp.orientation` and each BROAD trial in the shared data folder, runs the
+For each filter of `dsp.fusion.orientation` and each BROAD trial in the shared data folder, runs the
 filter sample by sample over the whole trial (with and without magnetometer) with its default
 settings (one parameter set for all trials, as the benchmark does), and prints the benchmark's
 RMS errors over the `movement` samples, in degrees, beside the dataset's Madgwick baseline:
@@ -37,7 +37,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from dsp.quaternion import orientation_errors  # noqa: E402
+from dsp.fusion.quaternion import orientation_errors  # noqa: E402
 from tests.shared_data import BROAD_DIR  # noqa: E402
 
 # The dataset's Madgwick baseline (beta 0.12, one set for all trials), inclination and total RMSE, deg.
@@ -76,13 +76,13 @@ def trial_errors(quat_est: np.ndarray, trial: dict) -> dict[str, float]:
 
 
 def _quat_mul(a, b):
-    from dsp.quaternion import quat_multiply
+    from dsp.fusion.quaternion import quat_multiply
 
     return quat_multiply(a, b)
 
 
 def evaluate(filters, overrides: dict) -> list[dict]:
-    from dsp.orientation import run_filter
+    from dsp.fusion.orientation import run_filter
 
     rows = []
     for key, trial in load_trials().items():
@@ -115,7 +115,7 @@ def print_accuracy(rows: list[dict]) -> None:
 
 
 def print_synthetic_accuracy(filters) -> None:
-    from dsp import orientation
+    from dsp.fusion import orientation
     from tests.imu_stream import STREAM_SETTINGS, make_imu_stream
 
     stream = make_imu_stream(60.0, seed=0)
@@ -143,7 +143,7 @@ def print_synthetic_accuracy(filters) -> None:
 
 
 def print_speed(filters, repeats: int = 20) -> None:
-    from dsp import orientation
+    from dsp.fusion import orientation
     from tests.imu_stream import make_imu_stream
 
     stream = make_imu_stream(100.0, seed=1)
@@ -169,7 +169,7 @@ def _warm_up_seconds() -> tuple[float, float]:
     import subprocess
     import tempfile
 
-    code = ("import time; t = time.perf_counter(); from dsp import orientation; orientation.warm_up(); "
+    code = ("import time; t = time.perf_counter(); from dsp.fusion import orientation; orientation.warm_up(); "
             "print(time.perf_counter() - t)")
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "NUMBA_CACHE_DIR": cache}
@@ -179,7 +179,7 @@ def _warm_up_seconds() -> tuple[float, float]:
 
 
 def main() -> int:
-    from dsp.orientation import FILTERS
+    from dsp.fusion.orientation import FILTERS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--filters", default=",".join(FILTERS))

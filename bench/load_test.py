@@ -60,8 +60,8 @@ for _path in (str(REPO_ROOT), str(BENCH_DIR)):
 from bodies import audio_window  # noqa: E402
 from run_bench import BIN_DIR, Connection, Server, gunicorn_settings, machine_info, running  # noqa: E402
 
-from dsp.block import Block, Request  # noqa: E402
-from dsp.params import parameter_specs, resolve_params  # noqa: E402
+from dsp.core.block import Block, Request  # noqa: E402
+from dsp.core.params import parameter_specs, resolve_params  # noqa: E402
 from dsp.registry import all_blocks  # noqa: E402
 from dsp_server import DEFAULT_MAX_BODY_MB  # noqa: E402
 from tests.imu_stream import make_imu_stream  # noqa: E402

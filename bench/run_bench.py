@@ -29,14 +29,12 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+import bench_fuzzy
+import bench_kalman
 import numpy as np
 import orjson
 import simdjson
-
-import bench_fuzzy
-import bench_kalman
-from bodies import (FEATURES_PER_WINDOW, IMPLEMENTATION_VERSION, SAMPLING_FREQ, SPECTROGRAM_PARAMS,
-                    batch_body, run_body)
+from bodies import FEATURES_PER_WINDOW, IMPLEMENTATION_VERSION, SAMPLING_FREQ, SPECTROGRAM_PARAMS, batch_body, run_body
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN_DIR = Path(sys.executable).parent
@@ -260,9 +258,9 @@ def measure_json_floor(batch_bytes: bytes, result: np.ndarray) -> dict[str, floa
 def measure_in_process(batch_bytes: bytes) -> dict[str, float]:
     """The spectrogram block and its graph alone, in this process (no HTTP, no JSON)."""
     sys.path.insert(0, str(REPO_ROOT))
-    from dsp.block import Request
+    from dsp.core.block import Request
+    from dsp.core.params import parameter_specs, resolve_params
     from dsp.graphs import image_graph
-    from dsp.params import parameter_specs, resolve_params
     from dsp.registry import all_blocks
 
     block = all_blocks()["spectrogram"]

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from dsp.block import Block
+from dsp.core.block import Block
 
 DEFAULT_ROOT_BLOCK = "embeddings"
 
@@ -18,14 +18,17 @@ def all_blocks(embeddings_model: "Optional[str | Path]" = None) -> dict[str, Blo
     and a one-line message naming the path and the reason.
     """
     # Imported here so that importing the registry costs nothing until an app is built.
-    from dsp import embeddings, kalman, mfcc, mfe, off_arm, orientation, spectral_analysis, spectrogram
-    from dsp.embedding_model import DEFAULT_MODEL, ModelLoadError, load_model
-    from dsp.errors import ConfigurationError
+    from dsp.audio import mfcc, mfe, spectrogram
+    from dsp.core.errors import ConfigurationError
+    from dsp.embeddings.block import make_block as make_embeddings_block
+    from dsp.embeddings.model import DEFAULT_MODEL, ModelLoadError, load_model
+    from dsp.fusion import kalman, off_arm, orientation
+    from dsp.spectral import spectral_analysis
 
     frontends = {block.name: block for block in (spectrogram.BLOCK, mfe.BLOCK, mfcc.BLOCK)}
     model_path = embeddings_model or os.environ.get("EMBEDDINGS_MODEL") or DEFAULT_MODEL
     try:
-        embeddings_block = embeddings.make_block(load_model(model_path), frontends)
+        embeddings_block = make_embeddings_block(load_model(model_path), frontends)
     except (ModelLoadError, ConfigurationError) as exc:
         raise SystemExit(f"Cannot load the embeddings model: {exc}") from None
     # Compiled here, in the process that forks the workers, so no request waits for a compiler.

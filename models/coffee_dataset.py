@@ -763,7 +763,7 @@ def audio_features(audio: np.ndarray) -> np.ndarray:
     numpy.ndarray
         (n, 65): one value per 125 Hz bin, in the block's noise-floor-relative dB scale.
     """
-    from dsp.spectrogram import spectrogram
+    from dsp.audio.spectrogram import spectrogram
 
     chunk = 256  # the block frames every window at once: bound the memory it takes
     return np.concatenate([

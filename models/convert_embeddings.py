@@ -217,9 +217,9 @@ def load_frontend(path: "str | Path") -> dict:
 
 def check_frontend(raw: Any, source: str = "front-end") -> dict:
     """Check a front-end description and compute the width of its output (see `load_frontend`)."""
-    from dsp.block import Request
-    from dsp.errors import ConfigurationError
-    from dsp.params import parameter_specs, resolve_params
+    from dsp.core.block import Request
+    from dsp.core.errors import ConfigurationError
+    from dsp.core.params import parameter_specs, resolve_params
 
     if not isinstance(raw, dict):
         raise ConversionError(f"{source}: expected a JSON object")
@@ -279,7 +279,7 @@ def check_frontend(raw: Any, source: str = "front-end") -> dict:
 
 
 def _frontend_block(name: str):
-    from dsp import mfcc, mfe, spectrogram
+    from dsp.audio import mfcc, mfe, spectrogram
 
     return {"spectrogram": spectrogram.BLOCK, "mfe": mfe.BLOCK, "mfcc": mfcc.BLOCK}[name]
 

@@ -7,7 +7,7 @@ front-end block (spectrogram or MFE) and then the int8 embedder ``<name>.tflite`
 How the model is built
 ----------------------
 1. The front-end is written as a TF graph with a fixed input of shape [1, window_samples],
-   float32, mirroring `dsp.spectrogram.spectrogram` and `dsp.mfe.mfe` step by step: framing by
+   float32, mirroring `dsp.audio.spectrogram.spectrogram` and `dsp.audio.mfe.mfe` step by step: framing by
    reshape and strided slices (frames longer than the FFT truncated, shorter ones
    zero-padded), power spectrum ``|rfft|**2 / fft_length`` with ``tf.signal.rfft`` (built-in
    RFFT2D, whose butterflies keep float64's exact-zero bins exactly zero; a float32 DFT
@@ -46,8 +46,8 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
-from dsp.framing import check_fft_length, check_noise_floor, frame_layout
-from dsp.mel import ZERO_ENERGY, mel_filterbank
+from dsp.audio.framing import check_fft_length, check_noise_floor, frame_layout
+from dsp.audio.mel import ZERO_ENERGY, mel_filterbank
 
 __all__ = [
     "SUPPORTED_FRONTENDS",
@@ -120,7 +120,7 @@ def _check_supported(metadata: dict) -> tuple[str, int]:
 
 def _frontend_block(metadata: dict):
     """The server's front-end block object (what `/run` calls) for this metadata."""
-    from dsp import mfe, spectrogram
+    from dsp.audio import mfe, spectrogram
 
     _check_supported(metadata)
     return {"spectrogram": spectrogram.BLOCK, "mfe": mfe.BLOCK}[metadata["frontend"]["block"]]
@@ -128,7 +128,7 @@ def _frontend_block(metadata: dict):
 
 def _resolved_params(metadata: dict) -> dict:
     """The front-end parameters typed and completed exactly as the embeddings block does."""
-    from dsp.params import parameter_specs, resolve_params
+    from dsp.core.params import parameter_specs, resolve_params
 
     block = _frontend_block(metadata)
     return resolve_params(parameter_specs(block.parameters), metadata["frontend"]["params"])
@@ -258,7 +258,7 @@ def build_frontend_tflite(metadata: dict) -> bytes:
     ------
     UnsupportedFrontend
         For a front-end other than spectrogram v1-v4 and MFE v3/v4.
-    dsp.errors.ConfigurationError
+    dsp.core.errors.ConfigurationError
         For parameters the block itself rejects.
     """
     tf = _tensorflow()
@@ -588,7 +588,7 @@ def frontend_features(metadata: dict, windows: np.ndarray) -> np.ndarray:
     numpy.ndarray
         float64, shape (windows, n_features), frame-major.
     """
-    from dsp.block import Request
+    from dsp.core.block import Request
 
     block = _frontend_block(metadata)
     raw = np.asarray(windows, dtype=np.float64)[:, :, None]

@@ -69,7 +69,7 @@ def spectrogram_features(audio: np.ndarray) -> np.ndarray:
     numpy.ndarray
         (windows, 41 * 65) float32, frame-major.
     """
-    from dsp.spectrogram import spectrogram
+    from dsp.audio.spectrogram import spectrogram
 
     spectra = spectrogram(audio[:, :, None], SAMPLING_FREQ, SPECTROGRAM_VERSION,
                           **SPECTROGRAM_PARAMS)

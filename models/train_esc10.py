@@ -227,8 +227,8 @@ def kept_windows(level_dbfs: np.ndarray, clip: np.ndarray,
 
 def frontend_features(windows: np.ndarray, frontend: dict, chunk: int = 400) -> np.ndarray:
     """The front-end block on int16-valued windows: (windows, frames, bins) float32."""
-    from dsp.mfe import mfe
-    from dsp.spectrogram import spectrogram
+    from dsp.audio.mfe import mfe
+    from dsp.audio.spectrogram import spectrogram
 
     block, version, params = frontend["block"], frontend["implementation_version"], \
         frontend["params"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsp.block import BatchFeatures, Block, Features, Request
-from dsp.errors import ConfigurationError
+from dsp.core.block import BatchFeatures, Block, Features, Request
+from dsp.core.errors import ConfigurationError
 
 PROBE_PARAMETERS = {
     "version": 1,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dsp.quaternion import quat_conjugate, quat_from_euler_zyx, quat_multiply, quat_rotate
+from dsp.fusion.quaternion import quat_conjugate, quat_from_euler_zyx, quat_multiply, quat_rotate
 
 GRAVITY = 9.80665
 TRUE_GYRO_BIAS = np.array([0.02, -0.03, 0.015])  # rad/s

@@ -14,7 +14,7 @@ import numpy as np
 import skfuzzy as fuzz
 from skfuzzy import control as ctrl
 
-from dsp import off_arm
+from dsp.fusion import off_arm
 
 # The crisp inputs' domains: light counts past the last breakpoint (HIGH stays 1 there), motion
 # and heart-rate levels 0..1 by definition.

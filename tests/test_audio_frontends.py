@@ -6,18 +6,18 @@ import json
 import numpy as np
 import pytest
 
-from dsp import mfcc, mfe, spectrogram
-from dsp.block import Request
-from dsp.errors import ConfigurationError
-from dsp.framing import (
+from dsp.audio import mfcc, mfe, spectrogram
+from dsp.audio.framing import (
     frame_layout,
     frame_length_in_samples,
     frame_stride_in_samples,
     preemphasis,
     stack_frames,
 )
-from dsp.mel import cmvnw, mel_filterbank
-from dsp.params import parameter_specs, resolve_params
+from dsp.audio.mel import cmvnw, mel_filterbank
+from dsp.core.block import Request
+from dsp.core.errors import ConfigurationError
+from dsp.core.params import parameter_specs, resolve_params
 
 BLOCKS = {"spectrogram": spectrogram.BLOCK, "mfe": mfe.BLOCK, "mfcc": mfcc.BLOCK}
 VERSIONS = (1, 2, 3, 4)

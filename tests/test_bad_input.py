@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dsp.params import parameter_specs
+from dsp.core.params import parameter_specs
 
 AUDIO = {"axes": ["audio"], "sampling_freq": 16000, "implementation_version": 4}
 

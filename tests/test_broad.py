@@ -7,12 +7,11 @@ shared data folder, never copied into the repository.
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
-from dsp.orientation import FILTERS, run_filter
-from dsp.quaternion import orientation_errors
+from dsp.fusion.orientation import FILTERS, run_filter
+from dsp.fusion.quaternion import orientation_errors
 from tests.shared_data import BROAD_DIR
 
 # The dataset's Madgwick figures (beta 0.12), inclination RMSE in degrees.

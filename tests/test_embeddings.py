@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dsp.embedding_model import DEFAULT_MODEL, ModelLoadError, load_model
+from dsp.embeddings.model import DEFAULT_MODEL, ModelLoadError, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 META = json.loads(DEFAULT_MODEL.read_text())

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dsp.embedding_model import load_model
+from dsp.embeddings.model import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 META_PATH = ROOT / "models" / "esc10.json"

@@ -1,4 +1,4 @@
-"""Offline feature extraction (`python -m dsp.extract`): readers, windowing, parity with `/batch`.
+"""Offline feature extraction (`python -m dsp.datasets.extract`): readers, windowing, parity with `/batch`.
 
 Every feature matrix is checked against what the server's `/batch` returns for the same windows,
 cut here independently (plain slicing), so the CLI gives exactly what Studio would get from the
@@ -16,8 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dsp import dataset, extract, kalman, mfe, spectral_analysis, spectrogram
-from dsp.errors import ConfigurationError
+from dsp.audio import mfe, spectrogram
+from dsp.core.errors import ConfigurationError
+from dsp.datasets import extract, readers
+from dsp.fusion import kalman
+from dsp.spectral import spectral_analysis
 from dsp_server import create_app
 from tests.imu_stream import make_imu_stream
 
@@ -118,14 +121,14 @@ def assert_same_features(actual: np.ndarray, expected: np.ndarray) -> None:
 def test_acquisition_json_reader_gives_values_axes_rate_and_label(tmp_path):
     values = np.array([[1.0, -2.5], [3.0, 4.25], [5.0, 6.0]])
     path = write_acquisition(tmp_path / "idle.s1.a7.json", values, ["audio", "accX"], 250.0)
-    recording = dataset.read_recording(path)
+    recording = readers.read_recording(path)
     np.testing.assert_array_equal(recording.values, values)
     assert recording.axes == ["audio", "accX"]
     assert recording.sampling_freq == pytest.approx(250.0)
     assert recording.label == "idle"
 
     flat_file = write_acquisition(tmp_path / "noise.json", values[:, :1], ["audio"], 16000, flat=True)
-    flat = dataset.read_recording(flat_file)
+    flat = readers.read_recording(flat_file)
     np.testing.assert_array_equal(flat.values, values[:, :1])
     assert flat.label == "noise"
 
@@ -135,15 +138,15 @@ def test_coffee_dataset_files_read_back_like_its_own_reader(tmp_path):
 
     [path, *_] = write_acquisition_json(generate(n_machines=1, windows_per_stage=1, seed=1), tmp_path, 8000)
     label, rate, names, values = read_acquisition_json(path)
-    recording = dataset.read_recording(path)
+    recording = readers.read_recording(path)
     np.testing.assert_array_equal(recording.values, values)
     assert (recording.label, recording.sampling_freq, recording.axes) == (label, rate, names)
 
 
 def test_csv_reader_takes_the_rate_from_timestamps_in_ms_or_seconds(tmp_path):
     values = np.arange(30, dtype=np.float64).reshape(10, 3)
-    ms = dataset.read_recording(write_csv(tmp_path / "walk.1.csv", values, ["accX", "accY", "accZ"], 62.5))
-    seconds = dataset.read_recording(write_csv(tmp_path / "run.csv", values, ["a", "b", "c"], 50.0, "time", 1.0))
+    ms = readers.read_recording(write_csv(tmp_path / "walk.1.csv", values, ["accX", "accY", "accZ"], 62.5))
+    seconds = readers.read_recording(write_csv(tmp_path / "run.csv", values, ["a", "b", "c"], 50.0, "time", 1.0))
     np.testing.assert_array_equal(ms.values, values)
     assert ms.axes == ["accX", "accY", "accZ"] and ms.label == "walk"
     assert ms.sampling_freq == pytest.approx(62.5)
@@ -154,25 +157,25 @@ def test_csv_without_a_time_column_needs_a_rate(tmp_path):
     path = tmp_path / "x.csv"
     path.write_text("accX,accY\n1,2\n3,4\n5,6\n")
     with pytest.raises(ConfigurationError, match="no time column.*--rate"):
-        dataset.read_recording(path)
-    assert dataset.read_recording(path, default_rate=20.0).sampling_freq == 20.0
+        readers.read_recording(path)
+    assert readers.read_recording(path, default_rate=20.0).sampling_freq == 20.0
 
 
 def test_wav_reader_scales_every_sample_format_to_int16_values(tmp_path):
     from scipy.io import wavfile
 
     samples = np.array([[0, 100], [-32768, 32767], [1234, -5]], dtype=np.int16)
-    stereo = dataset.read_recording(write_wav_int16(tmp_path / "hum.wav", samples, 8000))
+    stereo = readers.read_recording(write_wav_int16(tmp_path / "hum.wav", samples, 8000))
     np.testing.assert_array_equal(stereo.values, samples.astype(np.float64))
     assert stereo.axes == ["audio0", "audio1"] and stereo.sampling_freq == 8000 and stereo.label == "hum"
 
-    mono = dataset.read_recording(write_wav_int16(tmp_path / "m.wav", samples[:, 0], 16000))
+    mono = readers.read_recording(write_wav_int16(tmp_path / "m.wav", samples[:, 0], 16000))
     assert mono.axes == ["audio"] and mono.values.shape == (3, 1)
 
     wavfile.write(tmp_path / "f.wav", 16000, np.array([0.5, -1.0, 0.25], dtype=np.float32))
-    np.testing.assert_array_equal(dataset.read_recording(tmp_path / "f.wav").values[:, 0], [16384, -32768, 8192])
+    np.testing.assert_array_equal(readers.read_recording(tmp_path / "f.wav").values[:, 0], [16384, -32768, 8192])
     wavfile.write(tmp_path / "u.wav", 16000, np.array([128, 0, 255], dtype=np.uint8))
-    np.testing.assert_array_equal(dataset.read_recording(tmp_path / "u.wav").values[:, 0], [0, -32768, 32512])
+    np.testing.assert_array_equal(readers.read_recording(tmp_path / "u.wav").values[:, 0], [0, -32768, 32512])
 
 
 def test_find_recordings_walks_directories_and_ignores_other_files(tmp_path):
@@ -180,7 +183,7 @@ def test_find_recordings_walks_directories_and_ignores_other_files(tmp_path):
     write_csv(tmp_path / "a.csv", np.zeros((2, 1)), ["a"], 10)
     (tmp_path / "notes.txt").write_text("not data")
     (tmp_path / ".hidden.json").write_text("{}")
-    names = [name for _, name in dataset.find_recordings([tmp_path])]
+    names = [name for _, name in readers.find_recordings([tmp_path])]
     assert names == ["a.csv", "b/deep/x.1.json"]
 
 
@@ -205,7 +208,7 @@ def test_acquisition_json_through_spectrogram_equals_batch(tmp_path, batch_windo
 
     expected, offsets = [], []
     for name in ("idle.a1.json", "noise.b2.json", "sub/idle.c3.json"):
-        recording = dataset.read_recording(data / name)
+        recording = readers.read_recording(data / name)
         windows = cut(recording.values[:, :1], 4000, 2000)
         expected.append(batch("spectrogram", windows, ["audio"], rate, params))
         offsets += [(name, 500.0 * i) for i in range(len(windows))]
@@ -323,7 +326,7 @@ def test_stateful_block_threads_state_within_a_recording_and_restarts_per_record
 def counting_block():
     """A stateful block with a vectorised path: feature = windows seen before this one in the
     stream (kept in the state) and the window's first sample. Records which path ran."""
-    from dsp.block import BatchFeatures, Block, Features
+    from dsp.core.block import BatchFeatures, Block, Features
 
     parameters = {"info": {"title": "Counter", "author": "Tests", "usesState": True,
                            "latestImplementationVersion": 1}, "parameters": []}
@@ -442,7 +445,7 @@ def test_wav_with_no_frames_says_it_holds_no_samples(tmp_path, channels):
         out.setframerate(16000)
         out.writeframes(b"")
     with pytest.raises(ConfigurationError, match="holds no samples"):
-        dataset.read_recording(path)
+        readers.read_recording(path)
     line = _cli_error(tmp_path, path)
     assert path.name in line and "holds no samples" in line
 
@@ -459,7 +462,7 @@ def test_csv_whitespace_lines_and_trailing_separators_are_read(tmp_path):
     }
     for name, text in files.items():
         (tmp_path / name).write_text(text)
-        recording = dataset.read_recording(tmp_path / name)
+        recording = readers.read_recording(tmp_path / name)
         assert recording.axes == ["accX", "accY"], name
         assert recording.sampling_freq == pytest.approx(100.0), name
         np.testing.assert_array_equal(recording.values, expected, err_msg=name)
@@ -536,7 +539,7 @@ def test_progress_bar_only_on_a_terminal_and_not_with_quiet(tmp_path):
 def test_command_line_module_end_to_end(tmp_path):
     write_acquisition(tmp_path / "data" / "idle.1.json", tone(1.0, 16000.0, 440, seed=0), ["audio"], 16000.0)
     (tmp_path / "data" / "bad.2.json").write_text("{")
-    command = [sys.executable, "-m", "dsp.extract", "--block", "spectrogram", "--window-ms", "1000",
+    command = [sys.executable, "-m", "dsp.datasets.extract", "--block", "spectrogram", "--window-ms", "1000",
                "--out", str(tmp_path / "out")]
     done = subprocess.run([*command, str(tmp_path / "data" / "idle.1.json")], cwd=REPO, capture_output=True,
                           text=True, timeout=120)

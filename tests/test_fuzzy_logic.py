@@ -5,15 +5,27 @@ import threading
 import numpy as np
 import pytest
 
-from dsp.errors import ConfigurationError
-from dsp.fuzzy_logic import (And, FuzzySet, FuzzySystem, Is, MembershipFunction, Not, Or,
-                             OutputVariable, Rule, Variable, compile_system, parse_rule_base)
+from dsp.core.errors import ConfigurationError
+from dsp.fusion.fuzzy_logic import (
+    And,
+    FuzzySet,
+    FuzzySystem,
+    Is,
+    MembershipFunction,
+    Not,
+    Or,
+    OutputVariable,
+    Rule,
+    Variable,
+    compile_system,
+    parse_rule_base,
+)
 
 fuzz = pytest.importorskip("skfuzzy")
 
 MF = MembershipFunction
 
-# The off-arm system of the article, built here independently of dsp.off_arm.
+# The off-arm system of the article, built here independently of dsp.fusion.off_arm.
 LIGHT = Variable("light", (FuzzySet("LOW", MF.left_shoulder(25, 50)),
                            FuzzySet("MID", MF.trapezoid(25, 50, 100, 200)),
                            FuzzySet("HIGH", MF.right_shoulder(100, 200))))

@@ -7,11 +7,11 @@ import re
 import numpy as np
 import pytest
 
-from dsp import kalman, orientation
-from dsp.block import Request
-from dsp.errors import ConfigurationError
-from dsp.params import parameter_specs, resolve_params
-from dsp.quaternion import euler_zyx
+from dsp.core.block import Request
+from dsp.core.errors import ConfigurationError
+from dsp.core.params import parameter_specs, resolve_params
+from dsp.fusion import kalman, orientation
+from dsp.fusion.quaternion import euler_zyx
 from tests.imu_stream import make_imu_stream
 from tests.shared_data import XIO_LOG
 

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from filterpy.kalman import KalmanFilter
 
-from dsp.errors import ConfigurationError
-from dsp.linear_kalman import KalmanState, cv_model, initial_state, riccati_gains, run_cv_filter
+from dsp.core.errors import ConfigurationError
+from dsp.fusion.linear_kalman import KalmanState, cv_model, initial_state, riccati_gains, run_cv_filter
 
 
 def filterpy_run(z, fs, q, r, x0, P0):

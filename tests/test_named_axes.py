@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsp.block import BatchFeatures, Block, Features, Request
+from dsp.core.block import BatchFeatures, Block, Features, Request
 
 AXES_PARAMETERS = {
     "version": 1,

@@ -4,10 +4,10 @@ import json
 import numpy as np
 import pytest
 
-from dsp import off_arm
-from dsp.block import Request
-from dsp.errors import ConfigurationError
-from dsp.params import parameter_specs, resolve_params
+from dsp.core.block import Request
+from dsp.core.errors import ConfigurationError
+from dsp.core.params import parameter_specs, resolve_params
+from dsp.fusion import off_arm
 from tests.skfuzzy_oracle import INPUT_SPANS, breakpoints, skfuzzy_controller, skfuzzy_outputs
 
 SPECS = parameter_specs(off_arm.BLOCK.parameters)
@@ -257,7 +257,7 @@ def test_state_made_with_other_settings_or_block_is_refused():
         run(np.full(20, 10.0), 0.0, 1.0, state=state, hr_average_time=5)
     with pytest.raises(ConfigurationError, match="not a state this server produced"):
         run(np.full(20, 10.0), 0.0, 1.0, state="{not json")
-    from dsp.state import encode_state
+    from dsp.core.state import encode_state
     with pytest.raises(ConfigurationError, match="produced by block 'kalman'"):
         run(np.full(20, 10.0), 0.0, 1.0, state=encode_state("kalman", {"x": 1}))
 

@@ -1,4 +1,4 @@
-"""The orientation (AHRS) filters of `dsp.orientation`: accuracy, bias, oracles, streams, conventions.
+"""The orientation (AHRS) filters of `dsp.fusion.orientation`: accuracy, bias, oracles, streams, conventions.
 
 Figures on the 60 s synthetic stream of `tests/imu_stream.py` (seed 0), per filter, with its
 defaults and with `STREAM_SETTINGS`: `bench/broad_orientation.py` prints them.
@@ -10,10 +10,16 @@ import json
 import numpy as np
 import pytest
 
-from dsp.errors import ConfigurationError
-from dsp.orientation import FILTERS, OrientationTrack, default_settings, run_filter
-from dsp.quaternion import (euler_zyx, orientation_errors, quat_conjugate, quat_from_euler_zyx, quat_multiply,
-                            quat_rotate)
+from dsp.core.errors import ConfigurationError
+from dsp.fusion.orientation import FILTERS, OrientationTrack, default_settings, run_filter
+from dsp.fusion.quaternion import (
+    euler_zyx,
+    orientation_errors,
+    quat_conjugate,
+    quat_from_euler_zyx,
+    quat_multiply,
+    quat_rotate,
+)
 from tests.imu_stream import EARTH_FIELD, GRAVITY, STREAM_SETTINGS, make_imu_stream
 from tests.shared_data import XIO_LOG
 
@@ -232,7 +238,7 @@ def test_static_level_device_reads_zero_roll_and_pitch(name):
 @pytest.mark.parametrize("name", FILTERS)
 def test_static_tilted_device_reads_its_angles_and_heading(name):
     acc, gyr, mag = static_readings(20.0, -35.0, 30.0)
-    # The rest-state convention, stated where a reader would trip (see dsp.quaternion).
+    # The rest-state convention, stated where a reader would trip (see dsp.fusion.quaternion).
     assert np.isclose(np.degrees(np.arctan2(acc[0, 1], acc[0, 2])), 20.0)
     assert np.isclose(np.degrees(np.arctan2(-acc[0, 0], np.hypot(acc[0, 1], acc[0, 2]))), -35.0)
     tolerance = 0.05 if name == "madgwick" else 0.01  # Madgwick's fixed-size step dithers at rest

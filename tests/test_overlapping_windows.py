@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsp import kalman, off_arm, orientation
-from dsp.quaternion import euler_zyx
+from dsp.fusion import kalman, off_arm, orientation
+from dsp.fusion.quaternion import euler_zyx
 from dsp_server import create_app
 from tests.imu_stream import make_imu_stream
 

@@ -88,7 +88,7 @@ def test_tflite_impl_absent_is_404(probe_client):
 def test_tflite_impl_returns_the_flatbuffer_or_a_400_json_error():
     import dataclasses
 
-    from dsp.errors import ConfigurationError
+    from dsp.core.errors import ConfigurationError
     from dsp_server import create_app
     from tests.conftest import probe_block
 
@@ -292,8 +292,8 @@ def test_batch_bad_windows(probe_client, features, words):
 
 
 def test_vectorised_batch_path_matches_per_window_path():
-    from tests.conftest import probe_block
     from dsp_server import create_app
+    from tests.conftest import probe_block
 
     looped = create_app(blocks={"probe": probe_block()}, root_block="probe").test_client()
     vectorised = create_app(blocks={"probe": probe_block(batch=True)}, root_block="probe").test_client()

@@ -6,11 +6,11 @@ import pytest
 import pywt
 import scipy.stats
 
-from dsp import spectral_analysis as sa
-from dsp import wavelet_features as wf
-from dsp.block import Request
-from dsp.errors import ConfigurationError
-from dsp.params import parameter_specs, resolve_params
+from dsp.core.block import Request
+from dsp.core.errors import ConfigurationError
+from dsp.core.params import parameter_specs, resolve_params
+from dsp.spectral import spectral_analysis as sa
+from dsp.spectral import wavelet_features as wf
 
 SPECS = parameter_specs(sa.BLOCK.parameters)
 AXES = ["accX", "accY", "accZ"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsp.errors import ConfigurationError
-from dsp.state import decode_state, encode_state
+from dsp.core.errors import ConfigurationError
+from dsp.core.state import decode_state, encode_state
 
 
 def test_state_round_trips_floats_exactly():

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from dsp.errors import ConfigurationError
-from dsp.weighted_fusion import difference_noise_variance, fuse
+from dsp.core.errors import ConfigurationError
+from dsp.fusion.weighted_fusion import difference_noise_variance, fuse
 
 NOISE_STD = np.array([0.1, 0.2, 0.3])
 

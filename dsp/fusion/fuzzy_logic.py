@@ -38,7 +38,7 @@ from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from dsp.errors import ConfigurationError
+from dsp.core.errors import ConfigurationError
 
 __all__ = [
     "MembershipFunction",

@@ -28,7 +28,7 @@ Running averages are boxcar means over the last round(T x fs) samples; a stream'
 averages over the samples seen so far (it starts from its own first samples), later windows
 continue from the tail carried in the state, so splitting a stream into windows changes nothing.
 
-Fuzzy inference (`dsp.fuzzy_logic`): light LOW / MID / HIGH, motion LOW / MODERATE / HIGH, hr
+Fuzzy inference (`dsp.fusion.fuzzy_logic`): light LOW / MID / HIGH, motion LOW / MODERATE / HIGH, hr
 LOCKED / NOT_LOCKED, output ``off_arm`` on 0..1 with ON_ARM near 0, PROBABLY_OFF around 0.7,
 CERTAINLY_OFF near 1; rule base: the article's nine rules, the reduced equivalent five, or custom
 JSON text. A certainty above 0.5 means off-arm.
@@ -41,12 +41,11 @@ from functools import lru_cache
 
 import numpy as np
 
-from dsp.block import Block, Features, Request, load_parameters
-from dsp.errors import ConfigurationError
-from dsp.fuzzy_logic import (FuzzySet, FuzzySystem, MembershipFunction, OutputVariable, Variable,
-                             parse_rule_base)
+from dsp.core.block import Block, Features, Request, load_parameters
+from dsp.core.errors import ConfigurationError
+from dsp.core.state import continuing_overlapping_windows, decode_state, encode_state
+from dsp.fusion.fuzzy_logic import FuzzySet, FuzzySystem, MembershipFunction, OutputVariable, Variable, parse_rule_base
 from dsp.graphs import line_graph
-from dsp.state import continuing_overlapping_windows, decode_state, encode_state
 
 __all__ = ["BLOCK", "compute", "ARTICLE_RULES", "REDUCED_RULES", "build_system",
            "motion_from_events", "running_mean", "AXES"]

@@ -4,7 +4,7 @@ Per window: rectangular frames, power spectrum ``|rfft|**2 / fft_length`` and th
 
 * versions 1 and 2: min-max normalisation over the whole spectrogram (silence gives zeros);
 * version 3: audio outside [-1, 1] is first divided by 32768 (as float32, the int16 full
-  scale); then dB relative to the noise floor (see `dsp.framing.noise_floor_scale`), clipped
+  scale); then dB relative to the noise floor (see `dsp.audio.framing.noise_floor_scale`), clipped
   to [0, 1];
 * version 4: the same dB scaling without the rescale and without the upper clip, so int16
   audio gives values of about 1 to 2.5.
@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dsp.block import Request, time_frequency_block
-from dsp.framing import (
+from dsp.audio.framing import (
     check_fft_length,
     check_noise_floor,
     frame_layout,
@@ -26,6 +25,7 @@ from dsp.framing import (
     single_axis_signals,
     stack_frames,
 )
+from dsp.core.block import Request, time_frequency_block
 
 NAME = "spectrogram"
 # Sample values are int16 audio when any lies outside [-1, 1]; this brings them to [-1, 1).
@@ -60,7 +60,7 @@ def spectrogram(raw: np.ndarray, sampling_freq: float, implementation_version: i
     Raises
     ------
     ConfigurationError
-        See `dsp.framing.single_axis_signals`, `check_fft_length` and `frame_layout`.
+        See `dsp.audio.framing.single_axis_signals`, `check_fft_length` and `frame_layout`.
     """
     signals = single_axis_signals(raw, "Spectrogram")
     check_fft_length(fft_length)

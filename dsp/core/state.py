@@ -13,8 +13,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 import orjson
 
-from dsp.block import Features, Request
-from dsp.errors import ConfigurationError
+from dsp.core.block import Features, Request
+from dsp.core.errors import ConfigurationError
 
 STATE_FORMAT = 1
 

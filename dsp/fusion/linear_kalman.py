@@ -34,7 +34,7 @@ from typing import Optional
 import numpy as np
 import scipy.signal
 
-from dsp.errors import ConfigurationError
+from dsp.core.errors import ConfigurationError
 
 __all__ = ["GainSequence", "KalmanOutput", "KalmanState", "cv_model", "initial_state", "run_cv_filter",
            "riccati_gains"]

@@ -5,7 +5,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from dsp.errors import ConfigurationError
+from dsp.core.errors import ConfigurationError
 
 
 def split_axes(values: np.ndarray, axes: list[str]) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The `kalman` block: IMU orientation, linear Kalman filtering and inverse-variance fusion.
 
-Conventions (as in `dsp.quaternion`): aerospace ZYX Euler angles, R = Rz(yaw) Ry(pitch) Rx(roll):
+Conventions (as in `dsp.fusion.quaternion`): aerospace ZYX Euler angles, R = Rz(yaw) Ry(pitch) Rx(roll):
 roll about the sensor x axis, pitch about y, yaw about z; the earth frame is east-north-up (z up).
 The accelerometer measures specific force, so a level device at rest reads +9.81 m/s^2 on z and
 at rest roll = atan2(ay, az), pitch = atan2(-ax, hypot(ay, az)). The multi-sensor-fusion lesson's
@@ -28,13 +28,13 @@ from typing import Optional
 
 import numpy as np
 
-from dsp import orientation
-from dsp.block import Block, Features, Request, load_parameters
-from dsp.errors import ConfigurationError
+from dsp.core.block import Block, Features, Request, load_parameters
+from dsp.core.errors import ConfigurationError
+from dsp.core.state import continuing_overlapping_windows, decode_state, encode_state
+from dsp.fusion import orientation
+from dsp.fusion.linear_kalman import KalmanState, run_cv_filter
+from dsp.fusion.weighted_fusion import fuse
 from dsp.graphs import line_graph
-from dsp.linear_kalman import KalmanState, run_cv_filter
-from dsp.state import continuing_overlapping_windows, decode_state, encode_state
-from dsp.weighted_fusion import fuse
 
 __all__ = ["BLOCK", "compute", "ORIENTATION_FILTERS"]
 

@@ -21,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-from dsp.errors import ConfigurationError
+from dsp.core.errors import ConfigurationError
 
 __all__ = [
     "MIN_FRAME_SAMPLES",

@@ -1,10 +1,10 @@
 """Edge Impulse's MFCC block, implementation versions 1 to 4, numerically identical.
 
 Per window: pre-emphasis of the raw (int16-valued) signal with wrap-around, rectangular
-frames, power spectrum, mel filter energies (`dsp.mel`; versions 1 to 3 use the upstream "old
+frames, power spectrum, mel filter energies (`dsp.audio.mel`; versions 1 to 3 use the upstream "old
 mels" bin mapping), natural log, orthonormal DCT-II keeping the first `num_cepstral`
 coefficients, coefficient 0 replaced by the log of the frame's total power, and finally
-sliding-window mean and variance normalisation (`dsp.mel.cmvnw`, float32) unless the window
+sliding-window mean and variance normalisation (`dsp.audio.mel.cmvnw`, float32) unless the window
 size is 0.
 
 Features are frame-major: (frames, num_cepstral) flattened row by row. Unlike upstream, whose
@@ -15,9 +15,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 
-from dsp.block import Request, time_frequency_block
-from dsp.errors import ConfigurationError
-from dsp.framing import (
+from dsp.audio.framing import (
     check_fft_length,
     frame_layout,
     power_spectrum,
@@ -25,7 +23,9 @@ from dsp.framing import (
     single_axis_signals,
     stack_frames,
 )
-from dsp.mel import cmvnw, frame_energies, mel_energies, mel_filterbank
+from dsp.audio.mel import cmvnw, frame_energies, mel_energies, mel_filterbank
+from dsp.core.block import Request, time_frequency_block
+from dsp.core.errors import ConfigurationError
 
 NAME = "mfcc"
 
@@ -70,7 +70,7 @@ def mfcc(raw: np.ndarray, sampling_freq: float, implementation_version: int, *,
     ------
     ConfigurationError
         Invalid framing, FFT length, filterbank, coefficient count, pre-emphasis shift or
-        normalisation window; see `dsp.framing` and `dsp.mel`.
+        normalisation window; see `dsp.audio.framing` and `dsp.audio.mel`.
     """
     signals = single_axis_signals(raw, "MFCC")
     check_fft_length(fft_length)

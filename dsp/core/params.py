@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from dsp.errors import ConfigurationError
+from dsp.core.errors import ConfigurationError
 
 
 @dataclass(frozen=True)

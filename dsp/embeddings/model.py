@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 DEFAULT_MODEL = MODELS_DIR / "coffee-machine.json"
 FRONTEND_BLOCKS = ("spectrogram", "mfe", "mfcc")
 

@@ -10,10 +10,10 @@ import copy
 
 import numpy as np
 
-from dsp.block import BatchFeatures, Block, Features, Request, load_parameters
-from dsp.embedding_model import EmbeddingModel
-from dsp.errors import ConfigurationError
-from dsp.params import parameter_specs, resolve_params
+from dsp.core.block import BatchFeatures, Block, Features, Request, load_parameters
+from dsp.core.errors import ConfigurationError
+from dsp.core.params import parameter_specs, resolve_params
+from dsp.embeddings.model import EmbeddingModel
 
 NAME = "embeddings"
 # Studio may send the rate as a float computed from sample intervals (e.g. 15999.99).

@@ -1,9 +1,9 @@
 """Edge Impulse's MFE (mel-filterbank energy) block, implementation versions 1 to 4, identical.
 
 Per window: rectangular frames, power spectrum, energy in each triangular mel filter
-(`dsp.mel`; versions 1 to 3 use the upstream "old mels" bin mapping), and then
+(`dsp.audio.mel`; versions 1 to 3 use the upstream "old mels" bin mapping), and then
 
-* versions 1 and 2: sliding-window mean normalisation (`dsp.mel.cmvnw`, float32), followed by
+* versions 1 and 2: sliding-window mean normalisation (`dsp.audio.mel.cmvnw`, float32), followed by
   a min-max normalisation of the window unless its minimum or maximum is exactly 0;
 * versions 3 and 4: the signal is first divided by 32768 (float32) and pre-emphasised
   (coefficient 0.98, shift 1, wrapping around); energies are turned into dB relative to the
@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dsp.block import Request, time_frequency_block
-from dsp.framing import (
+from dsp.audio.framing import (
     check_fft_length,
     check_noise_floor,
     frame_layout,
@@ -28,7 +27,8 @@ from dsp.framing import (
     single_axis_signals,
     stack_frames,
 )
-from dsp.mel import cmvnw, mel_energies, mel_filterbank
+from dsp.audio.mel import cmvnw, mel_energies, mel_filterbank
+from dsp.core.block import Request, time_frequency_block
 
 NAME = "mfe"
 INT16_FULL_SCALE = 2**15
@@ -73,8 +73,8 @@ def mfe(raw: np.ndarray, sampling_freq: float, implementation_version: int, *,
     Raises
     ------
     ConfigurationError
-        Invalid framing, FFT length, filterbank or normalisation window; see `dsp.framing` and
-        `dsp.mel`.
+        Invalid framing, FFT length, filterbank or normalisation window; see `dsp.audio.framing` and
+        `dsp.audio.mel`.
     """
     signals = single_axis_signals(raw, "MFE")
     check_fft_length(fft_length)

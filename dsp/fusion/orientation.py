@@ -4,7 +4,7 @@
 stream and returns an `OrientationTrack`; passing its ``state`` back with the next chunk continues
 the stream exactly as if both chunks had been one call.
 
-Units and conventions (see `dsp.quaternion` for the frame conventions):
+Units and conventions (see `dsp.fusion.quaternion` for the frame conventions):
 
 * ``acc`` in m/s^2, specific force (a level device at rest reads +9.81 on z); ``gyr`` in rad/s;
   ``mag`` in any unit (only its direction is used); fixed sampling rate ``fs`` in Hz.
@@ -34,8 +34,8 @@ from typing import Optional
 import numba
 import numpy as np
 
-from dsp.errors import ConfigurationError
-from dsp.quaternion import (
+from dsp.core.errors import ConfigurationError
+from dsp.fusion.quaternion import (
     _gravity_in_sensor,
     _qexp,
     _qmul,

@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from dsp.errors import ConfigurationError
+from dsp.core.errors import ConfigurationError
 
 __all__ = ["FusionResult", "fuse", "difference_noise_variance", "VARIANCE_FLOOR"]
 

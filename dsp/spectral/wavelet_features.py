@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 import pywt
 
-from dsp.errors import ConfigurationError
+from dsp.core.errors import ConfigurationError
 
 __all__ = [
     "WAVELETS",

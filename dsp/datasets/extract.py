@@ -1,9 +1,9 @@
 """Offline feature extraction: a whole dataset through one block, into `.npy` files.
 
-    python -m dsp.extract --block spectrogram --params '{"fft-length": 128}' \\
+    python -m dsp.datasets.extract --block spectrogram --params '{"fft-length": 128}' \\
         --window-ms 1000 --increase-ms 500 --axes audio --out features/ data/training
 
-Each recording (acquisition JSON, CSV or WAV: see `dsp.dataset`) is cut into windows as Studio
+Each recording (acquisition JSON, CSV or WAV: see `dsp.datasets.readers`) is cut into windows as Studio
 cuts a sample: `--window-ms` long, starting every `--increase-ms` (default: the window size),
 while a whole window fits. A recording shorter than one window gives one window padded with
 zeros at the end (`--short pad`, like Studio's "zero-pad data") or none (`--short skip`).
@@ -35,11 +35,11 @@ from typing import Any, Callable, Optional, TextIO
 
 import numpy as np
 
-from dsp.block import Block, Request, compute_in_order
-from dsp.dataset import Recording, find_recordings, label_for, read_label_map, read_recording
-from dsp.errors import ConfigurationError
-from dsp.params import parameter_specs, resolve_params
-from dsp.window import AxisMap
+from dsp.core.block import Block, Request, compute_in_order
+from dsp.core.errors import ConfigurationError
+from dsp.core.params import parameter_specs, resolve_params
+from dsp.core.window import AxisMap
+from dsp.datasets.readers import Recording, find_recordings, label_for, read_label_map, read_recording
 
 # Windows per compute_batch call, by default: as many as fit in about this many bytes of samples.
 # Small batches stay in cache: for 1 s at 16 kHz, 32 windows per call ran the spectrogram at
@@ -563,7 +563,7 @@ def _parse_classes(text: Optional[str]) -> Optional[list[str]]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m dsp.extract",
+        prog="python -m dsp.datasets.extract",
         description="Extract a block's features for a whole dataset (Edge Impulse acquisition JSON, "
                     "CSV, WAV) into X.npy, y.npy and labels.json, like Studio's X_train.npy.")
     parser.add_argument("data", nargs="+", metavar="DATA_PATH", help="files or directories (searched recursively)")

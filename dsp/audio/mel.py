@@ -15,8 +15,8 @@ from typing import Optional
 
 import numpy as np
 
-from dsp.errors import ConfigurationError
-from dsp.framing import MAX_FFT_LENGTH
+from dsp.audio.framing import MAX_FFT_LENGTH
+from dsp.core.errors import ConfigurationError
 
 __all__ = [
     "ZERO_ENERGY",

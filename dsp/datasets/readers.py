@@ -42,7 +42,7 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 import simdjson
 
-from dsp.errors import ConfigurationError
+from dsp.core.errors import ConfigurationError
 
 SUPPORTED_SUFFIXES = (".json", ".csv", ".wav")
 

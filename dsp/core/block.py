@@ -1,7 +1,7 @@
 """The contract between the server and a block: what a block computes and what it returns.
 
 A block is a `parameters.json` (in `dsp/parameters/<name>.json`) plus a `compute` function.
-The server resolves the request's parameters against the declared ones (see `dsp.params`),
+The server resolves the request's parameters against the declared ones (see `dsp.core.params`),
 reshapes the window to (samples, axes) and calls `compute`; the block never sees JSON or HTTP.
 """
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
-from dsp.errors import ConfigurationError
+from dsp.core.errors import ConfigurationError
 
-PARAMETERS_DIR = Path(__file__).resolve().parent / "parameters"
+PARAMETERS_DIR = Path(__file__).resolve().parents[1] / "parameters"
 
 
 @dataclass

@@ -15,7 +15,7 @@ Pipeline, per axis (all axes at once, as rows of an (axes, samples) array):
      spectrum, then the power of every FFT bin in the filter's pass band from a max-hold
      Welch spectrum, optionally as log10; v4 can append the same features of the window
      downsampled by 10 (``extra-low-freq``, suffix " LF") after all axes;
-   * v3+ Wavelet: 14 statistics per wavelet band (see `dsp.wavelet_features`).
+   * v3+ Wavelet: 14 statistics per wavelet band (see `dsp.spectral.wavelet_features`).
 
 Features are laid out axis-major; labels name one axis' features (Studio's convention for this
 block), with the LF labels appended once.
@@ -37,10 +37,10 @@ import numpy as np
 import scipy.fft
 import scipy.signal
 
-from dsp import wavelet_features as wavelets
-from dsp.block import Block, Features, Request, load_parameters
-from dsp.errors import ConfigurationError
+from dsp.core.block import Block, Features, Request, load_parameters
+from dsp.core.errors import ConfigurationError
 from dsp.graphs import line_graph
+from dsp.spectral import wavelet_features as wavelets
 
 __all__ = [
     "BLOCK",

@@ -1,0 +1,1 @@
+"""Datasets on disk: reading recordings (acquisition JSON, CSV, WAV) and offline feature extraction."""

@@ -1,0 +1,1 @@
+"""The embeddings block: a fixed front-end followed by a TFLite embedding model."""

@@ -1,0 +1,1 @@
+"""The spectral features block (FFT and wavelet features of motion and other slow signals)."""
