@@ -130,6 +130,30 @@ def test_missing_model_names_the_path(tmp_path):
         load_model(tmp_path / "nope.json")
 
 
+def test_missing_tflite_names_the_given_path_then_what_was_looked_for(tmp_path):
+    with pytest.raises(ModelLoadError) as info:
+        load_model(tmp_path / "model.tflite")
+    assert str(info.value) == f"{tmp_path / 'model.tflite'}: no such model file (nor its metadata model.json beside it)"
+
+
+def test_tflite_without_metadata_says_where_it_was_looked_for(tmp_path):
+    tflite = tmp_path / "model.tflite"
+    tflite.write_bytes(DEFAULT_MODEL.with_suffix(".tflite").read_bytes())
+    with pytest.raises(ModelLoadError) as info:
+        load_model(tflite)
+    assert str(info.value) == f"{tflite}: no model metadata beside it (looked for {tmp_path / 'model.json'})"
+
+
+@pytest.mark.parametrize("name", ["", "model.h5"])
+def test_a_folder_or_other_file_is_not_a_model(tmp_path, name):
+    given = tmp_path / name
+    if name:
+        given.write_bytes(b"x")
+    with pytest.raises(ModelLoadError, match=r"give (a model's|its) metadata \.json or its \.tflite") as info:
+        load_model(given)
+    assert str(info.value).startswith(str(given))
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
 def test_corrupt_model_names_the_path_and_reason(tmp_path, damage):
     meta_path = _copy_model(tmp_path)
@@ -159,7 +183,8 @@ def test_server_with_a_missing_model_exits_with_one_line(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines[-1] == f"Cannot load the embeddings model: {tmp_path / 'missing.json'}: no such model metadata file"
+    assert lines[-1] == ("Cannot load the embeddings model: "
+                         f"{tmp_path / 'missing.tflite'}: no such model file (nor its metadata missing.json beside it)")
     assert "Traceback" not in proc.stderr
 
 

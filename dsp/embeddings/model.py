@@ -107,11 +107,9 @@ def load_model(path: "str | Path") -> EmbeddingModel:
     that interpreter is discarded, so nothing TFLite survives into forked workers.
     """
     path = Path(path)
-    json_path = path.with_suffix(".json") if path.suffix == ".tflite" else path
+    json_path = _metadata_path(path)
     try:
         raw = json.loads(json_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelLoadError(f"{json_path}: no such model metadata file") from None
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{json_path}: unreadable model metadata ({exc})") from None
     metadata = _parse_metadata(raw, json_path)
@@ -122,6 +120,25 @@ def load_model(path: "str | Path") -> EmbeddingModel:
     raw_window_model = _read(raw_path) if raw_path is not None and raw_path.exists() else None
     _check_embedder(embedder, embedder_path, metadata)
     return EmbeddingModel(metadata, embedder, raw_window_model, json_path)
+
+
+def _metadata_path(given: Path) -> Path:
+    """The metadata JSON for the path the user gave; the error names that path first, then what
+    was looked for beside it."""
+    if given.is_dir():
+        raise ModelLoadError(f"{given}: is a folder; give a model's metadata .json or its .tflite")
+    if given.suffix not in (".json", ".tflite"):
+        raise ModelLoadError(f"{given}: not a model; give its metadata .json or its .tflite")
+    if given.suffix == ".json":
+        if not given.exists():
+            raise ModelLoadError(f"{given}: no such model metadata file")
+        return given
+    json_path = given.with_suffix(".json")
+    if not json_path.exists():
+        if not given.exists():
+            raise ModelLoadError(f"{given}: no such model file (nor its metadata {json_path.name} beside it)")
+        raise ModelLoadError(f"{given}: no model metadata beside it (looked for {json_path})")
+    return json_path
 
 
 def _read(path: Path) -> bytes:
