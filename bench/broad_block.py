@@ -82,8 +82,10 @@ def reference_windows(quat: np.ndarray, window: int, n_windows: int):
     return roll_means, pitch_means, scored
 
 
-def block_window_means(client, trial: dict, filter_name: str, window: int, use_mag: bool):
-    """roll_mean and pitch_mean of every window from /batch, 10 windows per request, state carried."""
+def block_window_means(client, trial: dict, filter_name: str, window: int, use_mag: bool,
+                       params: dict | None = None):
+    """roll_mean and pitch_mean of every window from /batch, 10 windows per request, state carried;
+    `params`: block parameters beside the filter."""
     columns = [trial["acc"], trial["gyr"]] + ([trial["mag"]] if use_mag else [])
     raw = np.hstack(columns)
     axes = ["accX", "accY", "accZ", "gyrX", "gyrY", "gyrZ"] + (["magX", "magY", "magZ"] if use_mag else [])
@@ -92,7 +94,7 @@ def block_window_means(client, trial: dict, filter_name: str, window: int, use_m
     state, rows, labels = "", [], None
     for start in range(0, n_windows, WINDOWS_PER_BATCH):
         body = {"features": windows[start:start + WINDOWS_PER_BATCH].tolist(), "axes": axes,
-                "sampling_freq": trial["fs"], "params": {"filter": filter_name}, "state": state}
+                "sampling_freq": trial["fs"], "params": {**(params or {}), "filter": filter_name}, "state": state}
         answer = client.post("/blocks/kalman/batch", json=body).get_json()
         if not answer.get("success"):
             raise RuntimeError(f"{trial['name']} {filter_name}: {answer.get('error')}")

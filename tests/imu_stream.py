@@ -86,6 +86,6 @@ def make_imu_stream(seconds: float = 60.0, fs: float = 100.0, seed: int = 0, *,
 # Settings suited to this stream (100 Hz, a large gyro bias of up to 0.03 rad/s) for the filters
 # without bias estimation or with a slow one; their defaults are tuned on BROAD (286 Hz, tiny bias).
 STREAM_SETTINGS = {
-    "complementary": {"alpha": 0.98, "alpha_mag": 0.99},
-    "mahony": {"kp": 1.0, "ki": 0.05},
+    "complementary": {"tau": 0.5, "tau_mag": 1.0},
+    "mahony": {"tau": 1.0, "integral_time": 20.0},
 }

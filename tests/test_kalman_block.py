@@ -88,7 +88,8 @@ def test_per_filter_parameters_show_only_for_their_filter_and_default_to_the_fil
         for param, setting in mapping.items():
             item = items[param.replace("_", "-")]
             assert item["showIf"] == {"parameter": "filter", "operator": "eq", "value": name}
-            assert item["value"] == defaults[setting]
+            # A deprecated per-sample setting is declared empty: not used unless the user sets it.
+            assert item["value"] == ("" if param in kalman.DEPRECATED_PARAMETERS else defaults[setting])
     for param in ("kf-process-noise", "kf-measurement-noise", "kf-rts"):
         assert items[param]["showIf"]["value"] == "kf"
     for param in ("weighted-variances", "weighted-memory"):
@@ -399,7 +400,8 @@ def test_declared_defaults_are_the_orientation_filters_tuned_defaults():
     specs = parameter_specs(kalman.BLOCK.parameters)
     for name, mapping in kalman.ORIENTATION_PARAMETERS.items():
         for param, setting in mapping.items():
-            assert specs[param].default == orientation.default_settings(name)[setting], param
+            expected = orientation.default_settings(name)[setting]
+            assert specs[param].default == ("" if expected is None else expected), param
 
 
 def test_an_out_of_range_setting_is_named_as_studio_shows_it():
@@ -419,3 +421,99 @@ def test_a_magnetometer_reading_zero_all_window_is_refused_not_turned_into_yaw()
                   implementation_version=1, params=params)
     with pytest.raises(ConfigurationError, match="magnetometer .* reads 0"):
         kalman.compute(req)
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings in seconds: the same at any sampling rate; the per-sample names still accepted
+# ---------------------------------------------------------------------------------------------
+
+def _tilt_step_time(name: str, fs: float, params: dict) -> float:
+    """Seconds for the estimate to cover 63 % of a 20 degree tilt step, the gyro reading zero
+    (the filter started level, then the device shown tilted)."""
+    level = np.hstack([np.tile([0.0, 0.0, 9.80665], (int(fs), 1)), np.zeros((int(fs), 3))])
+    tilt = math.radians(20.0)
+    tilted = np.hstack([np.tile([0.0, 9.80665 * math.sin(tilt), 9.80665 * math.cos(tilt)], (int(20 * fs), 1)),
+                        np.zeros((int(20 * fs), 3))])
+    resolved = resolve_params(SPECS, {"filter": name, **params})
+    axes = IMU_AXES[:6]
+    head = kalman.compute(Request(raw=level, axes=axes, sampling_freq=fs, implementation_version=1,
+                                  params=resolved, state=""))
+    track = orientation.run_filter(name, tilted[:, :3], tilted[:, 3:], None, fs,
+                                   {key: kalman._setting(resolved, param)
+                                    for param, key in kalman.ORIENTATION_PARAMETERS[name].items()},
+                                   kalman.decode_state(head.state, "kalman")["filter_state"])
+    roll = np.degrees(euler_zyx(track.quat)[0])
+    return (np.argmax(roll >= 0.632 * 20.0) + 1) / fs
+
+
+@pytest.mark.parametrize("name, params, seconds", [
+    ("complementary", {}, 1.5),
+    ("complementary", {"complementary-time-constant": 0.4}, 0.4),
+    ("mahony", {"mahony-integral-time": 0}, 3.0),
+])
+def test_a_time_constant_means_the_same_at_any_rate(name, params, seconds):
+    for fs in (50.0, 100.0, 285.714):
+        # Within one sample (the step is seen at sample times) and 2 % (Mahony's small-angle gain).
+        assert _tilt_step_time(name, fs, params) == pytest.approx(seconds, rel=0.02, abs=1 / fs), fs
+
+
+def test_mahony_defaults_respond_alike_at_any_rate():
+    times = [_tilt_step_time("mahony", fs, {}) for fs in (50.0, 100.0, 285.714)]
+    assert max(times) - min(times) <= 0.05, times
+
+
+def test_the_deprecated_per_sample_alpha_still_works_as_before(stream):
+    windows = windows_of(imu_columns(stream, with_mag=False))[:4]
+    given, _, _ = in_process(windows, IMU_AXES[:6], filter="complementary", complementary_alpha="0.98")
+    as_number, _, _ = in_process(windows, IMU_AXES[:6], filter="complementary", complementary_alpha=0.98)
+    # alpha 0.98 at 100 Hz is the time constant -dt / ln(0.98) = 0.495 s.
+    same_in_seconds, _, _ = in_process(windows, IMU_AXES[:6], filter="complementary",
+                                       complementary_time_constant=-0.01 / math.log(0.98))
+    default, _, _ = in_process(windows, IMU_AXES[:6], filter="complementary")
+    np.testing.assert_allclose(given, as_number)
+    np.testing.assert_allclose(given, same_in_seconds, atol=1e-9)
+    assert not np.allclose(given, default)
+
+
+def test_the_deprecated_mahony_gains_replace_the_time_constants(stream):
+    windows = windows_of(imu_columns(stream, with_mag=False))[:4]
+    gains, _, _ = in_process(windows, IMU_AXES[:6], filter="mahony", mahony_kp="0.5", mahony_ki="0.05")
+    seconds, _, _ = in_process(windows, IMU_AXES[:6], filter="mahony", mahony_time_constant=2.0,
+                               mahony_integral_time=10.0)
+    np.testing.assert_allclose(gains, seconds, atol=1e-9)
+
+
+def test_studio_sending_every_declared_default_equals_sending_none(stream):
+    # Studio sends every parameter with its declared value: the empty deprecated ones must not count.
+    windows = windows_of(imu_columns(stream, with_mag=False))[:3]
+    declared = {item["param"].replace("-", "_"): item["value"]
+                for group in kalman.BLOCK.parameters["parameters"] for item in group["items"]}
+    for name in ("complementary", "mahony"):
+        studio, _, _ = in_process(windows, IMU_AXES[:6], **{**declared, "filter": name})
+        curl, _, _ = in_process(windows, IMU_AXES[:6], filter=name)
+        np.testing.assert_array_equal(studio, curl)
+
+
+def test_deprecated_parameters_say_so_and_name_their_replacement(client, stream):
+    items = {item["param"]: item for group in kalman.BLOCK.parameters["parameters"] for item in group["items"]}
+    for old, new in kalman.DEPRECATED_PARAMETERS.items():
+        assert items[old.replace("_", "-")]["help"].startswith("Deprecated: use the")
+        assert items[new]["help"] and "seconds" in items[new]["help"]
+    windows = windows_of(imu_columns(stream, with_mag=False))[:1]
+    answer = post(client, "run", windows, IMU_AXES[:6], {"filter": "complementary", "complementary-alpha": "fast"})
+    assert not answer["success"]
+    assert "'complementary-alpha' must be a number or empty" in answer["error"]
+    assert "complementary-time-constant" in answer["error"]
+
+
+def test_mahony_learns_no_bias_while_turning_fast():
+    fs, n = 100.0, 300
+    t = np.arange(n) / fs
+    rate = 3.0  # rad/s about x, above the 1 rad/s gate; the accelerometer disagrees all along
+    acc = np.column_stack([np.full(n, 1.0), np.full(n, 2.0), np.full(n, 9.5)])
+    gyr = np.column_stack([np.full(n, rate), np.zeros(n), np.zeros(n)])
+    fast = orientation.run_filter("mahony", acc, gyr, None, fs, None, None)
+    slow = orientation.run_filter("mahony", acc, gyr * 0.1, None, fs, None, None)
+    assert np.abs(fast.gyro_bias[-1]).max() == 0.0
+    assert np.abs(slow.gyro_bias[-1]).max() > 1e-4
+    assert t[-1] > 2.0

@@ -52,13 +52,21 @@ MAX_PLAUSIBLE_GYRO_RAD_S = 35.0
 
 # parameters.json names -> `orientation` setting names, per filter.
 ORIENTATION_PARAMETERS = {
-    "complementary": {"complementary_alpha": "alpha", "complementary_alpha_mag": "alpha_mag"},
+    "complementary": {"complementary_time_constant": "tau", "complementary_heading_time_constant": "tau_mag",
+                      "complementary_alpha": "alpha", "complementary_alpha_mag": "alpha_mag"},
     "madgwick": {"madgwick_beta": "beta"},
-    "mahony": {"mahony_kp": "kp", "mahony_ki": "ki"},
+    "mahony": {"mahony_time_constant": "tau", "mahony_integral_time": "integral_time",
+               "mahony_kp": "kp", "mahony_ki": "ki"},
     "ekf": {"ekf_gyro_noise": "gyro_noise", "ekf_bias_walk": "bias_walk", "ekf_acc_noise": "acc_noise",
             "ekf_mag_noise": "mag_noise"},
     "vqf": {"vqf_tau_acc": "tau_acc", "vqf_tau_mag": "tau_mag"},
 }
+# Per-sample settings kept for a while beside their time constants: declared as text, empty when
+# not used (Studio sends every declared parameter, so a numeric default would always replace the
+# time constant).
+DEPRECATED_PARAMETERS = {"complementary_alpha": "complementary-time-constant",
+                         "complementary_alpha_mag": "complementary-heading-time-constant",
+                         "mahony_kp": "mahony-time-constant", "mahony_ki": "mahony-integral-time"}
 
 
 def compute(req: Request) -> Features:
@@ -170,7 +178,7 @@ def _orientation(req: Request, raw: np.ndarray, name: str, fs: float, previous: 
             raise ConfigurationError(
                 "The magnetometer (magX, magY, magZ) reads 0 on every axis for the whole window, so it "
                 "gives no heading; check the sensor, or leave the magnetometer axes unmapped.")
-    settings = {key: params[param] for param, key in ORIENTATION_PARAMETERS[name].items()}
+    settings = {key: _setting(params, param) for param, key in ORIENTATION_PARAMETERS[name].items()}
     try:
         track = orientation.run_filter(name, acc, gyr, mag, fs, settings, previous)
     except ConfigurationError as exc:
@@ -205,6 +213,21 @@ def _orientation(req: Request, raw: np.ndarray, name: str, fs: float, previous: 
                 {f"bias {axis}": track.gyro_bias[:, i] for i, axis in enumerate("xyz")}, time_ms,
                 axis_labels={"X": "rad/s", "y": "time (ms)"}))
     return values, labels, graphs, track.state
+
+
+def _setting(params: dict, param: str):
+    """A filter setting from its parameter; a deprecated one is None when left empty."""
+    value = params[param]
+    if param not in DEPRECATED_PARAMETERS:
+        return value
+    if value.strip() == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigurationError(
+            f"Parameter '{param.replace('_', '-')}' must be a number or empty, got {value!r} (it is deprecated: "
+            f"use '{DEPRECATED_PARAMETERS[param]}', in seconds).") from None
 
 
 def _in_parameter_names(message: str, name: str) -> str:

@@ -76,18 +76,28 @@ class OrientationTrack:
 
 # name -> (default, minimum, maximum, help). Tuned on the BROAD benchmark (one set for all trials).
 _SETTINGS: dict[str, dict[str, tuple]] = {
+    # Time constants in seconds, so a setting means the same at any sampling rate. The per-sample
+    # names (alpha, kp, ki) still work for a while: given, they replace the time constant.
     "complementary": {
-        # Per-sample weights: the time constant is about alpha / (1 - alpha) / fs seconds (3.5 s at
-        # BROAD's 285.7 Hz, 10 s at 100 Hz); pick alpha for your rate.
-        "alpha": (0.999, 0.0, 1.0, "gyro weight per sample (0..1); the accelerometer tilt gets 1 - alpha"),
-        "alpha_mag": (0.999, 0.0, 1.0, "gyro weight per sample against the magnetometer heading (0..1)"),
+        # 1.5 s: a gyro bias of b rad/s tilts the estimate by about b x tau rad, and shorter lets
+        # linear acceleration through (measured on BROAD and the cheap-gyro stream, README).
+        "tau": (1.5, 1e-3, 1e4, "time constant of the accelerometer tilt correction, s"),
+        "tau_mag": (3.5, 1e-3, 1e4, "time constant of the magnetometer heading correction, s"),
+        "alpha": (None, 0.0, 1.0, "deprecated, use tau: gyro weight per sample (0..1)"),
+        "alpha_mag": (None, 0.0, 1.0, "deprecated, use tau_mag: gyro weight per sample against the heading"),
     },
     "madgwick": {
         "beta": (0.05, 0.0, 10.0, "gradient-descent gain, rad/s"),
     },
     "mahony": {
-        "kp": (0.3, 0.0, 100.0, "proportional gain, rad/s per unit of direction error"),
-        "ki": (0.002, 0.0, 100.0, "integral gain (gyro bias estimation), rad/s^2 per unit error; 0 disables"),
+        # kp = 1 / tau and ki = kp / integral_time: the PI controller's gain and integral time.
+        "tau": (3.0, 1e-3, 1e4, "time constant of the tilt (and heading) correction, s"),
+        "integral_time": (6.0, 0.0, 1e6, "integral time of the gyro bias estimate, s; 0 disables it"),
+        # Fast rotation makes the accelerometer's error signal mostly centripetal acceleration and
+        # integration error: learning the bias from it winds the estimate up (BROAD trial 29).
+        "bias_max_rate": (1.0, 0.0, 1e3, "the bias is learned only while the rotation rate is below this, rad/s"),
+        "kp": (None, 0.0, 100.0, "deprecated, use tau: proportional gain, 1/s"),
+        "ki": (None, 0.0, 100.0, "deprecated, use integral_time: integral gain, 1/s^2"),
     },
     "ekf": {
         # Noise densities: the accelerometer's tilt correction has a time constant of about
@@ -159,6 +169,8 @@ def _resolve_settings(name: str, settings: Optional[dict]) -> dict:
             raise ConfigurationError(
                 f"Filter '{name}' has no setting '{key}'; expected some of {', '.join(specs)}.")
         default, low, high, _ = specs[key]
+        if value is None and default is None:
+            continue
         if isinstance(default, bool):
             if not isinstance(value, (bool, np.bool_)):
                 raise ConfigurationError(f"Setting '{key}' of filter '{name}' must be true or false, got {value!r}.")
@@ -254,12 +266,15 @@ def run_filter(name: str, acc, gyr, mag, fs: float, settings: Optional[dict],
         bias = None
         new_state = {}
         if name == "complementary":
-            _complementary_kernel(acc, gyr, mag, dt, opts["alpha"], opts["alpha_mag"], quat0, quat)
+            alpha = _per_sample_weight(opts["alpha"], opts["tau"], dt)
+            alpha_mag = _per_sample_weight(opts["alpha_mag"], opts["tau_mag"], dt)
+            _complementary_kernel(acc, gyr, mag, dt, alpha, alpha_mag, quat0, quat)
         elif name == "madgwick":
             _madgwick_kernel(acc, gyr, mag, dt, opts["beta"], quat0, quat)
         elif name == "mahony":
             bias = np.empty((n, 3))
-            _mahony_kernel(acc, gyr, mag, dt, opts["kp"], opts["ki"], quat0, bias0, quat, bias)
+            kp, ki = _mahony_gains(opts)
+            _mahony_kernel(acc, gyr, mag, dt, kp, ki, opts["bias_max_rate"], quat0, bias0, quat, bias)
         else:
             bias = np.empty((n, 3))
             if state is not None:
@@ -288,6 +303,20 @@ def run_filter(name: str, acc, gyr, mag, fs: float, settings: Optional[dict],
     if bias is not None:
         new_state["bias"] = bias[-1].tolist()
     return OrientationTrack(quat=quat, gyro_bias=bias, innovation=innovation, state=new_state)
+
+
+def _per_sample_weight(alpha: Optional[float], tau: float, dt: float) -> float:
+    """The gyro's weight per sample: the deprecated per-sample alpha if given, else exp(-dt / tau),
+    which makes the correction decay with time constant tau exactly, whatever the sample period."""
+    return alpha if alpha is not None else math.exp(-dt / tau)
+
+
+def _mahony_gains(opts: dict) -> tuple[float, float]:
+    """(kp, ki) in 1/s and 1/s^2: the deprecated gains where given, else from the time constants."""
+    kp = opts["kp"] if opts["kp"] is not None else 1.0 / opts["tau"]
+    if opts["ki"] is not None:
+        return kp, opts["ki"]
+    return kp, (kp / opts["integral_time"] if opts["integral_time"] > 0 else 0.0)
 
 
 def _initial_quaternion(acc: np.ndarray, mag: Optional[np.ndarray], fs: float) -> np.ndarray:
@@ -424,12 +453,13 @@ def _madgwick_kernel(acc, gyr, mag, dt, beta, quat0, out):
 
 
 @numba.njit(**_JIT)
-def _mahony_kernel(acc, gyr, mag, dt, kp, ki, quat0, bias0, out, bias_out):
+def _mahony_kernel(acc, gyr, mag, dt, kp, ki, bias_max_rate, quat0, bias0, out, bias_out):
     """Mahony's explicit complementary filter with integral bias estimation (Mahony 2008).
 
     e = a x R^T up (+ the vertical component of m x R^T b, b the earth field with its horizontal part
     on north, +y: unlike Mahony's original, the magnetometer cannot tilt the estimate);
-    bias <- bias - ki e dt; omega = gyro - bias + kp e; q <- normalise(q + 0.5 q omega dt).
+    bias <- bias - ki e dt (only while |gyro| < bias_max_rate); omega = gyro - bias + kp e;
+    q <- normalise(q + 0.5 q omega dt). kp and ki are per second, so they hold at any rate.
     """
     has_mag = mag.shape[0] > 0
     q = (quat0[0], quat0[1], quat0[2], quat0[3])
@@ -453,9 +483,10 @@ def _mahony_kernel(acc, gyr, mag, dt, kp, ki, quat0, bias0, out, bias_out):
                 ex += along * vx
                 ey += along * vy
                 ez += along * vz
-            bx -= ki * ex * dt
-            by -= ki * ey * dt
-            bz -= ki * ez * dt
+            if wx * wx + wy * wy + wz * wz < bias_max_rate * bias_max_rate:
+                bx -= ki * ex * dt
+                by -= ki * ey * dt
+                bz -= ki * ez * dt
             wx += kp * ex - bx
             wy += kp * ey - by
             wz += kp * ez - bz
