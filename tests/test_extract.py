@@ -421,6 +421,7 @@ def _one_line(err: str) -> str:
     ("cells.csv", b"timestamp,accX\n0,1\n10,oops\n", "expected a number"),
     ("back.csv", b"timestamp,accX\n0,1\n10,2\n5,3\n", "timestamps must increase"),
     ("nan.csv", b"timestamp,accX\n0,1\n10,nan\n", "expected finite numbers"),
+    ("binary.csv", b"timestamp,accX\n\xff\xfe\x00\x01\x02", "not a text CSV file (byte 0xff at offset 15"),
 ])
 def test_bad_files_give_one_line_naming_the_file(tmp_path, name, content, expected):
     (tmp_path / name).write_bytes(content)

@@ -235,7 +235,11 @@ def _json_text(value, limit: int = 60) -> str:
 
 def read_csv(path: Path, default_rate: Optional[float] = None) -> tuple[np.ndarray, list[str], float]:
     """(values (samples, axes), axis names, rate in Hz) of a CSV file with a header row."""
-    text = path.read_text(encoding="utf-8-sig", errors="strict")
+    try:
+        text = path.read_text(encoding="utf-8-sig", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"not a text CSV file (byte {exc.object[exc.start]:#04x} at offset "
+                                 f"{exc.start} is not UTF-8).") from None
     header_line, _, body = text.partition("\n")
     delimiter = max(",;\t", key=header_line.count)
     header = [name.strip() for name in next(csv.reader([header_line], delimiter=delimiter), [])]
