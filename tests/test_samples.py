@@ -454,3 +454,38 @@ def test_existing_output_files_are_replaced_and_others_kept(tmp_path, good):
         assert code == 0 and err == ""
     assert sorted(p.name for p in out.iterdir()) == ["keep.json", "rec.rec.json"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+
+
+# --- the command line and the Makefile ------------------------------------------------------------
+
+
+def test_make_samples_target(tmp_path, good):
+    """`make samples` with the repository's Makefile, run from a scratch directory: OUT defaults to
+    `samples` there (not `features`), SENSORS takes several files. VENV names a scratch directory
+    whose fresh `.installed` marker (and -o) leaves `install` nothing to do; BIN is this
+    interpreter's directory."""
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    (venv / ".installed").touch()
+    other = write_acquisition(tmp_path / "light.json", np.full((40, 1), 5.0), [("lux", "lx")], 10.0)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("0.5\t1.5\tidle\n2.0\t2.5\tgrind\n")
+    command = ["make", "-s", "-f", str(REPO / "Makefile"), "-o", f"{venv}/.installed", "samples", f"VENV={venv}",
+               f"BIN={Path(sys.executable).parent}", f"AUDIO={good.audio}", f"SENSORS={good.imu} {other}",
+               f"LABELS={labels}", "RATE=8000", "OFFSET_MS=0"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "wrote 2 files to samples" in done.stderr
+    out = tmp_path / "samples"
+    assert sorted(p.name for p in out.iterdir()) == ["grind.rec.2.json", "idle.rec.1.json"]
+    recording = readers.read_recording(out / "idle.rec.1.json")
+    assert recording.sampling_freq == 8000 and recording.axes == ["audio", "accX", "accZ", "lux"]
+    assert recording.values.shape[0] == 8000
+    done = subprocess.run([*command, "OUT=mine"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "mine").iterdir())) == 2
+    failed = subprocess.run([*command, "OUT=other", f"LABELS={tmp_path / 'missing.txt'}"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert failed.returncode != 0 and "missing.txt: cannot read the label file" in failed.stderr
+    assert not (tmp_path / "other").exists()
