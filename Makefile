@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 4446
 
-.PHONY: install install-train run test bench load-test features clean
+.PHONY: install install-train run test bench load-test features samples clean
 
 install: $(VENV)/.installed
 
@@ -39,6 +39,21 @@ OUT ?= features
 features: install
 	$(BIN)/python -m dsp.datasets.extract --block $(BLOCK) --params '$(PARAMS)' --window-ms $(WINDOW_MS) \
 		--increase-ms $(INCREASE_MS) $(if $(AXES),--axes '$(AXES)') --out $(OUT) $(DATA)
+
+# Multi-sensor samples (acquisition JSON) from a WAV and other sensors' recordings, aligned on their
+# timestamps and resampled to one rate (README, "Make multi-sensor samples"):
+#   make samples AUDIO=rec/audio.wav SENSORS="rec/imu.csv rec/light.json" OUT=samples RATE=16000 LABELS=rec/labels.txt
+# Optional: AUDIO_START (the audio's first sample in the sensors' clock), OFFSET_MS, TIME_UNIT (s, ms,
+# us, ns), SENSOR_RATE (Hz of CSV files without timestamps), LABEL. OUT defaults to samples here;
+# a command-line OUT wins over this target-specific value.
+samples: OUT = samples
+samples: install
+	$(if $(AUDIO),,$(error make samples needs AUDIO=file.wav and SENSORS="file.csv ..."))
+	$(if $(SENSORS),,$(error make samples needs SENSORS="file.csv ..." (CSV or acquisition JSON files)))
+	$(BIN)/python -m dsp.datasets.samples --audio $(AUDIO) --sensors $(SENSORS) --out $(OUT) \
+		$(if $(RATE),--out-rate $(RATE)) $(if $(LABELS),--labels $(LABELS)) $(if $(LABEL),--label $(LABEL)) \
+		$(if $(AUDIO_START),--audio-start $(AUDIO_START)) $(if $(OFFSET_MS),--offset-ms $(OFFSET_MS)) \
+		$(if $(TIME_UNIT),--time-unit $(TIME_UNIT)) $(if $(SENSOR_RATE),--rate $(SENSOR_RATE))
 
 # The real server under concurrent clients for a minute: zero errors, flat memory (LOAD_TEST.md).
 load-test: install

@@ -153,6 +153,30 @@ def test_csv_reader_takes_the_rate_from_timestamps_in_ms_or_seconds(tmp_path):
     assert seconds.sampling_freq == pytest.approx(50.0)
 
 
+@pytest.mark.parametrize("column, scale", [("t_ns", 1e9), ("timestamp_us", 1e6), ("Time_MS", 1e3),
+                                           ("seconds", 1.0), ("t", 1.0)])
+def test_csv_time_column_units_from_the_name(tmp_path, column, scale):
+    values = np.arange(20, dtype=np.float64).reshape(10, 2)
+    recording = readers.read_recording(write_csv(tmp_path / "a.csv", values, ["x", "y"], 200.0, column, scale))
+    assert recording.axes == ["x", "y"] and recording.sampling_freq == pytest.approx(200.0)
+
+
+def test_read_stream_keeps_the_time_column_and_units(tmp_path):
+    values = np.arange(20, dtype=np.float64).reshape(10, 2)
+    stream = readers.read_stream(write_csv(tmp_path / "a.csv", values, ["x", "y"], 200.0, "t_ns", 1e9))
+    assert stream.time_column == "t_ns" and stream.units == ["N/A", "N/A"] and stream.sampling_freq is None
+    np.testing.assert_allclose(stream.times, np.arange(10) * 5e6)
+    np.testing.assert_array_equal(stream.values, values)
+    json_path = write_acquisition(tmp_path / "b.json", values, ["accX", "accY"], 100.0)
+    stream = readers.read_stream(json_path)
+    assert stream.times is None and stream.sampling_freq == pytest.approx(100.0) and stream.units == ["N/A"] * 2
+    wav = readers.read_stream(write_wav_int16(tmp_path / "c.wav", tone(0.1, 8000, 100, seed=1, axes=2), 8000))
+    assert wav.axes == ["audio0", "audio1"] and wav.units == ["wav", "wav"] and wav.sampling_freq == 8000
+    (tmp_path / "empty.csv").write_bytes(b"")
+    with pytest.raises(ConfigurationError, match="empty.csv: the file is empty"):
+        readers.read_stream(tmp_path / "empty.csv")
+
+
 def test_csv_without_a_time_column_needs_a_rate(tmp_path):
     path = tmp_path / "x.csv"
     path.write_text("accX,accY\n1,2\n3,4\n5,6\n")
@@ -421,6 +445,7 @@ def _one_line(err: str) -> str:
     ("cells.csv", b"timestamp,accX\n0,1\n10,oops\n", "expected a number"),
     ("back.csv", b"timestamp,accX\n0,1\n10,2\n5,3\n", "timestamps must increase"),
     ("nan.csv", b"timestamp,accX\n0,1\n10,nan\n", "expected finite numbers"),
+    ("binary.csv", b"timestamp,accX\n\xff\xfe\x00\x01\x02", "not a text CSV file (byte 0xff at offset 15"),
 ])
 def test_bad_files_give_one_line_naming_the_file(tmp_path, name, content, expected):
     (tmp_path / name).write_bytes(content)

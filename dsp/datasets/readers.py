@@ -13,9 +13,11 @@ Formats and the assumptions made
   sample in one form, not mixed). The rate is 1000 / interval_ms. The signature is not checked.
   (The CBOR encoding is not read.)
 * CSV (`.csv`): one header row, then one row per sample, comma-separated (semicolon or tab also
-  recognised from the header). A time column gives the rate: `timestamp`, `timestamp_ms` or
-  `time_ms` in milliseconds; `time`, `time_s`, `t` or `seconds` in seconds (names compared
-  case-insensitively). Timestamps must increase; the rate is the mean over the recording
+  recognised from the header). A time column gives the rate: `timestamp`, `time` or `t`, with an
+  optional unit suffix `_s`, `_ms`, `_us` or `_ns` (`t_ns`, `timestamp_us`), or `seconds`;
+  without a suffix `timestamp` is in milliseconds, `time` and `t` in seconds (names compared
+  case-insensitively; the first such column is the time). Timestamps must increase; the rate is
+  the mean over the recording
   ((samples - 1) / duration), so a steady clock jitter is harmless. Without a time column the
   rate must be given (`default_rate`). Every other column is an axis, named by its header, and
   must hold numbers (no empty cells). Blank lines, even with spaces, are skipped; a separator
@@ -24,6 +26,11 @@ Formats and the assumptions made
   scale Studio stores audio on: int16 as is, 8-bit unsigned re-centred and times 256, 24/32-bit
   integers divided by 65536, float samples (nominally -1..1) times 32768. Axes: `audio` for mono,
   `audio0`, `audio1`, ... for several channels.
+
+`read_stream` reads the same files for aligning streams on their clocks (`dsp.datasets.samples`):
+it keeps a CSV's time column as written instead of turning it into a rate, and the axes' units
+(acquisition `units`; `wav` for WAV channels, as Studio names them; `N/A` for CSV columns, which
+carry none).
 """
 from __future__ import annotations
 
@@ -46,11 +53,24 @@ from dsp.core.errors import ConfigurationError
 
 SUPPORTED_SUFFIXES = (".json", ".csv", ".wav")
 
-# CSV time columns: lower-cased header name -> factor to milliseconds.
-TIME_COLUMNS_MS = {"timestamp": 1.0, "timestamp_ms": 1.0, "time_ms": 1.0,
-                   "time": 1000.0, "time_s": 1000.0, "t": 1000.0, "seconds": 1000.0}
+# CSV time columns: `timestamp`, `time` or `t` with an optional unit suffix, or `seconds`.
+TIME_UNITS_S = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+_TIME_COLUMN = re.compile(r"(timestamp|time|t)(?:_(s|ms|us|ns))?|(seconds)")
+_DEFAULT_TIME_UNIT = {"timestamp": "ms", "time": "s", "t": "s"}
 # Timestamps this far (relative) from the mean interval make the derived rate doubtful: warn.
 IRREGULAR_INTERVAL = 0.5
+
+
+def time_column_unit(name: str) -> Optional[tuple[str, bool]]:
+    """(unit, stated) when `name` is a CSV time column, else None; `stated` is True when the name
+    carries the unit (`t_ns`, `seconds`) and False for the default of a bare `timestamp` (ms) or
+    `time`/`t` (s). Units are keys of TIME_UNITS_S."""
+    match = _TIME_COLUMN.fullmatch(name.strip().lower())
+    if match is None:
+        return None
+    if match.group(3):
+        return "s", True
+    return (match.group(2), True) if match.group(2) else (_DEFAULT_TIME_UNIT[match.group(1)], False)
 
 
 @dataclass
@@ -113,12 +133,85 @@ def read_recording(path: Path, default_rate: Optional[float] = None,
     if reader is None:
         raise ConfigurationError(
             f"{path}: unsupported file type '{path.suffix}'; expected {', '.join(SUPPORTED_SUFFIXES)}.")
+    values, axes, rate = _read_checked(path, lambda: reader(path, default_rate))
+    _check_rate(path, rate)
+    return Recording(path=path, values=values, axes=axes, sampling_freq=float(rate),
+                     label=label if label is not None else label_from_name(path))
+
+
+@dataclass
+class Stream:
+    """One recording with its clock as recorded, for aligning it with others.
+
+    values (samples, axes) float64, axis names and units. The clock is either a CSV's time
+    column as written (`times`, unconverted: `time_column` names it, and `time_column_unit`
+    says what its name implies) or a rate from the format (`sampling_freq`: the WAV's, the
+    acquisition file's 1000 / interval_ms, or the rate given for a CSV without a time column).
+    """
+
+    path: Path
+    values: np.ndarray
+    axes: list[str]
+    units: list[str]
+    sampling_freq: Optional[float] = None
+    times: Optional[np.ndarray] = None
+    time_column: Optional[str] = None
+
+
+def read_stream(path: "str | Path", default_rate: Optional[float] = None) -> Stream:
+    """The recording in `path` with its own clock (see `Stream`); errors name the file.
+
+    default_rate: Hz, for CSV files without a time column. A CSV's timestamps must increase.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in _READERS:
+        raise ConfigurationError(
+            f"{path}: unsupported file type '{path.suffix}'; expected {', '.join(SUPPORTED_SUFFIXES)}.")
+
+    def read() -> tuple[np.ndarray, list[str], Stream]:
+        if suffix == ".json":
+            values, axes, units, rate = _read_acquisition(path)
+            return values, axes, Stream(path, values, axes, units, sampling_freq=rate)
+        if suffix == ".wav":
+            values, axes, rate = read_wav(path)
+            return values, axes, Stream(path, values, axes, ["wav"] * len(axes), sampling_freq=rate)
+        table, header = _read_csv_table(path)
+        time_index = _time_column(header)
+        axes, values = _csv_axes(table, header, time_index)
+        stream = Stream(path, values, axes, ["N/A"] * len(axes))
+        if time_index is not None:
+            if table.shape[0] < 2:
+                raise ConfigurationError("one row only: aligning needs at least two timestamps.")
+            stream.times = table[:, time_index].copy()
+            stream.time_column = header[time_index]
+            _increasing_steps(stream.times)
+        elif default_rate is None:
+            raise ConfigurationError(
+                "no time column ('timestamp', 'time', 't_ns', ...) to take the clock from; add one or "
+                "pass the rate (--rate HZ).")
+        else:
+            stream.sampling_freq = float(default_rate)
+        return values, axes, stream
+
+    _, _, stream = _read_checked(path, read)
+    if stream.sampling_freq is not None:
+        _check_rate(path, stream.sampling_freq)
+    return stream
+
+
+def _read_checked(path: Path, read: Callable[[], tuple]) -> tuple:
+    """`read()`, whose first two items are (values, axes), with every problem naming the file:
+    an empty file, unreadable, holding no samples or a non-finite value."""
     try:
-        values, axes, rate = reader(path, default_rate)
+        if path.stat().st_size == 0:
+            raise ConfigurationError("the file is empty.")
+        result = read()
     except ConfigurationError as exc:
         raise ConfigurationError(f"{path}: {exc}") from None
     except OSError as exc:
         raise ConfigurationError(f"{path}: cannot read the file ({exc.strerror or exc}).") from None
+    values, axes = result[0], result[1]
     if values.shape[0] == 0:
         raise ConfigurationError(f"{path}: the recording holds no samples.")
     if not np.isfinite(values).all():
@@ -126,10 +219,12 @@ def read_recording(path: Path, default_rate: Optional[float] = None,
         raise ConfigurationError(
             f"{path}: sample {row} of axis '{axes[column]}' is {values[row, column]!r}; "
             "expected finite numbers.")
+    return result
+
+
+def _check_rate(path: Path, rate: float) -> None:
     if not (math.isfinite(rate) and rate > 0):
         raise ConfigurationError(f"{path}: the sampling rate must be a positive number of Hz; got {rate!r}.")
-    return Recording(path=path, values=values, axes=axes, sampling_freq=float(rate),
-                     label=label if label is not None else label_from_name(path))
 
 
 # --- acquisition JSON -----------------------------------------------------------------------
@@ -138,6 +233,12 @@ def read_recording(path: Path, default_rate: Optional[float] = None,
 def read_acquisition_json(path: Path, default_rate: Optional[float] = None
                           ) -> tuple[np.ndarray, list[str], float]:
     """(values (samples, sensors), sensor names, rate in Hz) of an acquisition JSON file."""
+    values, names, _, rate = _read_acquisition(path)
+    return values, names, rate
+
+
+def _read_acquisition(path: Path) -> tuple[np.ndarray, list[str], list[str], float]:
+    """(values, sensor names, their units, rate in Hz); a sensor without `units` is `N/A`."""
     data = path.read_bytes()
     try:
         document = _parse_json(data)
@@ -166,7 +267,7 @@ def _parse_json(data: bytes):
     return parser.parse(data)
 
 
-def _acquisition_arrays(document, may_nest: bool = True) -> tuple[np.ndarray, list[str], float]:
+def _acquisition_arrays(document, may_nest: bool = True) -> tuple[np.ndarray, list[str], list[str], float]:
     """may_nest False: the caller knows no list sits inside a flat 'values' (saves a scan)."""
     payload = document.get("payload") if isinstance(document, simdjson.Object) else None
     if not isinstance(payload, simdjson.Object):
@@ -177,13 +278,15 @@ def _acquisition_arrays(document, may_nest: bool = True) -> tuple[np.ndarray, li
     if isinstance(interval_ms, bool) or not isinstance(interval_ms, (int, float)) or not interval_ms > 0:
         raise ConfigurationError(f"'payload.interval_ms' must be a positive number of ms; got {interval_ms!r}.")
     sensors = payload.get("sensors")
-    names = []
+    names, units = [], []
     if isinstance(sensors, simdjson.Array):
         for sensor in sensors:
             name = sensor.get("name") if isinstance(sensor, simdjson.Object) else None
             if not isinstance(name, str) or not name:
                 break
             names.append(name)
+            unit = sensor.get("units")
+            units.append(unit if isinstance(unit, str) and unit else "N/A")
     if not names or len(names) != len(sensors):
         raise ConfigurationError("'payload.sensors' must be a non-empty list of {\"name\", \"units\"} objects.")
     values = payload.get("values")
@@ -221,7 +324,7 @@ def _acquisition_arrays(document, may_nest: bool = True) -> tuple[np.ndarray, li
         raise ConfigurationError("'payload.values' must hold only numbers.") from None
     if flat.size != rows * len(names):
         raise ConfigurationError("'payload.values' must hold only numbers, one per sensor per sample.")
-    return flat.reshape(rows, len(names)).copy(), names, 1000.0 / float(interval_ms)
+    return flat.reshape(rows, len(names)).copy(), names, units, 1000.0 / float(interval_ms)
 
 
 def _json_text(value, limit: int = 60) -> str:
@@ -235,7 +338,43 @@ def _json_text(value, limit: int = 60) -> str:
 
 def read_csv(path: Path, default_rate: Optional[float] = None) -> tuple[np.ndarray, list[str], float]:
     """(values (samples, axes), axis names, rate in Hz) of a CSV file with a header row."""
-    text = path.read_text(encoding="utf-8-sig", errors="strict")
+    table, header = _read_csv_table(path)
+    time_index = _time_column(header)
+    if time_index is None:
+        if default_rate is None:
+            raise ConfigurationError(
+                "no time column ('timestamp' in ms, or 'time' in s) to take the sampling rate from; "
+                "add one or pass the rate (--rate HZ).")
+        rate = float(default_rate)
+    else:
+        unit, _ = time_column_unit(header[time_index])
+        rate = _rate_from_times(table[:, time_index] * (TIME_UNITS_S[unit] * 1000.0), path)
+    axes, values = _csv_axes(table, header, time_index)
+    return values, axes, rate
+
+
+def _time_column(header: list[str]) -> Optional[int]:
+    return next((i for i, name in enumerate(header) if time_column_unit(name) is not None), None)
+
+
+def _csv_axes(table: np.ndarray, header: list[str], time_index: Optional[int]) -> tuple[list[str], np.ndarray]:
+    """The axis names and values: every column but the time column."""
+    axes = [name for i, name in enumerate(header) if i != time_index]
+    if not axes:
+        raise ConfigurationError("no columns besides the time column.")
+    if len(set(axes)) != len(axes):
+        raise ConfigurationError(f"the header repeats a column name ({', '.join(axes)}).")
+    values = table if time_index is None else np.delete(table, time_index, axis=1)
+    return axes, np.ascontiguousarray(values)
+
+
+def _read_csv_table(path: Path) -> tuple[np.ndarray, list[str]]:
+    """(every column as float64 (rows, columns), the header's names) of a CSV file."""
+    try:
+        text = path.read_text(encoding="utf-8-sig", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"not a text CSV file (byte {exc.object[exc.start]:#04x} at offset "
+                                 f"{exc.start} is not UTF-8).") from None
     header_line, _, body = text.partition("\n")
     delimiter = max(",;\t", key=header_line.count)
     header = [name.strip() for name in next(csv.reader([header_line], delimiter=delimiter), [])]
@@ -265,22 +404,7 @@ def read_csv(path: Path, default_rate: Optional[float] = None) -> tuple[np.ndarr
         raise ConfigurationError("no rows after the header.")
     if table.shape[1] != len(header):
         raise ConfigurationError(f"the header names {len(header)} columns but the rows hold {table.shape[1]}.")
-    time_index = next((i for i, name in enumerate(header) if name.lower() in TIME_COLUMNS_MS), None)
-    if time_index is None:
-        if default_rate is None:
-            raise ConfigurationError(
-                "no time column ('timestamp' in ms, or 'time' in s) to take the sampling rate from; "
-                "add one or pass the rate (--rate HZ).")
-        rate = float(default_rate)
-    else:
-        rate = _rate_from_times(table[:, time_index] * TIME_COLUMNS_MS[header[time_index].lower()], path)
-    axes = [name for i, name in enumerate(header) if i != time_index]
-    if not axes:
-        raise ConfigurationError("no columns besides the time column.")
-    if len(set(axes)) != len(axes):
-        raise ConfigurationError(f"the header repeats a column name ({', '.join(axes)}).")
-    values = table if time_index is None else np.delete(table, time_index, axis=1)
-    return np.ascontiguousarray(values), axes, rate
+    return table, header
 
 
 def _load_table(body: str, delimiter: str) -> np.ndarray:
@@ -314,15 +438,21 @@ def _csv_row_problem(body: str, delimiter: str, header: list[str]) -> str:
 def _rate_from_times(times_ms: np.ndarray, path: Path) -> float:
     if times_ms.size < 2:
         raise ConfigurationError("one row only: the sampling rate needs two timestamps (or pass --rate).")
-    steps = np.diff(times_ms)
-    if not (steps > 0).all():
-        row = int(np.flatnonzero(steps <= 0)[0]) + 1
-        raise ConfigurationError(f"the timestamps must increase; data row {row + 1} does not.")
+    steps = _increasing_steps(times_ms)
     mean_step = (times_ms[-1] - times_ms[0]) / (times_ms.size - 1)
     if np.abs(steps - mean_step).max() > IRREGULAR_INTERVAL * mean_step:
         warnings.warn(f"{path}: irregular timestamps (intervals {steps.min():g} to {steps.max():g} ms); "
                       f"taking the mean interval, {mean_step:g} ms.", stacklevel=3)
     return 1000.0 / mean_step
+
+
+def _increasing_steps(times: np.ndarray) -> np.ndarray:
+    """The intervals between timestamps, refused unless every one is positive."""
+    steps = np.diff(times)
+    if not (steps > 0).all():
+        row = int(np.flatnonzero(~(steps > 0))[0]) + 1
+        raise ConfigurationError(f"the timestamps must increase; data row {row + 1} does not.")
+    return steps
 
 
 def _first_line(exc: Exception) -> str:
