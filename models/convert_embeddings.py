@@ -55,6 +55,13 @@ FORMAT_VERSION = 1
 FRONTEND_BLOCKS = ("spectrogram", "mfe", "mfcc")
 DEFAULT_CALIBRATION_SAMPLES = 300
 DEFAULT_AGREEMENT_SAMPLES = 1000
+# Held-out rows run on the device runtimes, and how far their embeddings may be from LiteRT's
+# (the raw-window model's parity bar; the runtimes agree to an output step or two).
+DEVICE_CHECK_ROWS = 32
+MAX_DEVICE_RELATIVE_L2 = 1e-2
+PER_CHANNEL_WARNING = ("per-channel dense layers: Edge Impulse's SDK fork of TFLM (Studio's C++ export) "
+                       "computes them with one scale and gives wrong embeddings; use this only for "
+                       "runtimes that support per-channel FULLY_CONNECTED (upstream TFLM, LiteRT)")
 # Layers after a classifier that only squash its scores (the argmax is unchanged by them).
 SCORE_SQUASHING_LAYERS = ("Softmax", "Activation")
 # TFLite ops of the converted graph that implement a Dense layer (the classifier) in TF graphs.
@@ -592,7 +599,7 @@ def convert_float32(cut: EmbeddingCut) -> bytes:
     return model
 
 
-def convert_int8(cut: EmbeddingCut, calibration_rows: np.ndarray) -> bytes:
+def convert_int8(cut: EmbeddingCut, calibration_rows: np.ndarray, per_channel_dense: bool = False) -> bytes:
     """Convert the frozen embedder to a full-int8 TFLite flatbuffer with float32 input and output.
 
     Parameters
@@ -601,6 +608,11 @@ def convert_int8(cut: EmbeddingCut, calibration_rows: np.ndarray) -> bytes:
     calibration_rows : numpy.ndarray
         (rows, input_width) front-end features that set the activation ranges: a few hundred
         representative rows are enough.
+    per_channel_dense : bool
+        Quantize dense (FULLY_CONNECTED) weights with one scale per output channel, the
+        converter's default. Off by default: Edge Impulse's SDK fork of TFLM, which Studio's C++
+        export compiles, applies one scale to the whole layer and silently computes wrong
+        embeddings from a per-channel layer (`../shared/docs/on-device.md`).
 
     Raises
     ------
@@ -621,6 +633,7 @@ def convert_int8(cut: EmbeddingCut, calibration_rows: np.ndarray) -> bytes:
 
     converter = _converter(tf, cut)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter._experimental_disable_per_channel_quantization_for_dense_layers = not per_channel_dense
     converter.representative_dataset = representative_dataset
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     # The block feeds float features and returns float embeddings; quantizing stays inside.
@@ -633,6 +646,26 @@ def convert_int8(cut: EmbeddingCut, calibration_rows: np.ndarray) -> bytes:
         raise ConversionError(f"the int8 model still computes in float: "
                               f"{'; '.join(violations[:5])}")
     return model
+
+
+def check_int8_on_devices(int8_model: bytes, rows: np.ndarray, per_channel_dense: bool = False) -> dict:
+    """The int8 embedder on upstream TFLM and the EI SDK fork against LiteRT, on `rows`.
+
+    Returns per runtime the worst relative L2 to LiteRT and the arena used (the EI fork runner
+    measures it on a 64-bit host). Raises ConversionError naming the runtime and why when the
+    model does not load, run or agree.
+    """
+    from models.device_runtimes import DeviceRuntimeError, check_on_devices
+
+    try:
+        results = check_on_devices(int8_model, rows, MAX_DEVICE_RELATIVE_L2, skip_ei_fork=per_channel_dense)
+    except DeviceRuntimeError as exc:
+        raise ConversionError(f"the int8 model fails on the device: {exc}") from None
+    if per_channel_dense:
+        results["EI SDK fork"] = {"skipped": "per-channel dense layers, which it computes wrongly"}
+    results["rows"] = int(len(rows))
+    return {name: ({k: _round(v) if isinstance(v, float) else v for k, v in value.items()}
+                   if isinstance(value, dict) else value) for name, value in results.items()}
 
 
 def _converter(tf, cut: EmbeddingCut):
@@ -961,8 +994,10 @@ def make_embedder(model: Any, features: np.ndarray, *, frontend: dict, command: 
                   layer: Optional[str] = None, classes: Optional[Sequence[str]] = None,
                   calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
                   agreement_samples: int = DEFAULT_AGREEMENT_SAMPLES,
-                  seed: int = 0) -> Embedder:
-    """Cut, check, convert to float32 and int8, and measure their agreement (writes nothing).
+                  seed: int = 0, per_channel_dense: bool = False,
+                  device_check: bool = True) -> Embedder:
+    """Cut, check, convert to float32 and int8, measure their agreement, and run the int8 model
+    on the device runtimes (writes nothing).
 
     Parameters
     ----------
@@ -981,6 +1016,13 @@ def make_embedder(model: Any, features: np.ndarray, *, frontend: dict, command: 
     calibration_samples, agreement_samples, seed : int
         Rows that calibrate the int8 model, rows held out to measure it, and the seed that
         draws them.
+    per_channel_dense : bool
+        See `convert_int8` (default per tensor, which every device runtime computes right).
+    device_check : bool
+        Run the int8 model on upstream TFLM and, where `../shared/device/ei-sdk-tflm` is
+        present, on Edge Impulse's SDK fork (skipped for per-channel dense layers, which it
+        computes wrongly), on held-out rows; their embeddings must be within
+        `MAX_DEVICE_RELATIVE_L2` of LiteRT's.
 
     Returns
     -------
@@ -1014,8 +1056,10 @@ def make_embedder(model: Any, features: np.ndarray, *, frontend: dict, command: 
     float32_model = convert_float32(cut)
     float32_difference = check_float32_matches(cut, float32_model,
                                                features[held_out_index[:20]])
-    int8_model = convert_int8(cut, features[calibration_index])
+    int8_model = convert_int8(cut, features[calibration_index], per_channel_dense)
     figures = agreement(float32_model, int8_model, features[held_out_index], cut.head)
+    devices = (check_int8_on_devices(int8_model, features[held_out_index[:DEVICE_CHECK_ROWS]], per_channel_dense)
+               if device_check else {"skipped": "not asked for"})
     conversion = {
         "command": command,
         "cut": {"layer": cut.cut_layer, "how": cut.how, "source": cut.source},
@@ -1024,6 +1068,8 @@ def make_embedder(model: Any, features: np.ndarray, *, frontend: dict, command: 
                         "row fed as a batch of 1; disjoint from the held-out rows"},
         "float32_vs_tensorflow_max_relative_l2": _round(float32_difference),
         "int8_vs_float32": figures,
+        "dense_quantization": "per-channel" if per_channel_dense else "per-tensor",
+        "int8_on_devices": devices,
         "sizes_bytes": {"int8": len(int8_model), "float32": len(float32_model)},
         "int8_ops": _op_counts(int8_model),
         "tensorflow_version": tf.__version__,
@@ -1100,14 +1146,15 @@ def export_embedder(model: Any, features: np.ndarray, *, out_dir: "str | Path", 
                     quality: Optional[dict] = None, description: Optional[str] = None,
                     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
                     agreement_samples: int = DEFAULT_AGREEMENT_SAMPLES, seed: int = 0,
-                    extra: Optional[dict] = None) -> ExportResult:
+                    extra: Optional[dict] = None, per_channel_dense: bool = False) -> ExportResult:
     """`make_embedder` then `save_embedder`: the whole command, as a function.
 
     Nothing is written unless every step succeeded. See those two functions for the parameters.
     """
     embedder = make_embedder(model, features, frontend=frontend, command=command, layer=layer,
                              classes=classes, calibration_samples=calibration_samples,
-                             agreement_samples=agreement_samples, seed=seed)
+                             agreement_samples=agreement_samples, seed=seed,
+                             per_channel_dense=per_channel_dense)
     metadata, paths = save_embedder(embedder, out_dir=out_dir, name=name, frontend=frontend,
                                     data=data, quality=quality, description=description,
                                     extra=extra)
@@ -1151,6 +1198,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quality-json", help="measured quality figures to record")
     parser.add_argument("--description", help="one sentence for the metadata")
     parser.add_argument("--threads", type=int, default=2, help="TensorFlow threads (default 2)")
+    parser.add_argument("--per-channel-dense", action="store_true",
+                        help="quantize dense layers per channel (default per tensor: Edge Impulse's "
+                             "device runtime computes per-channel dense layers wrongly)")
     return parser
 
 
@@ -1173,11 +1223,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         command = " ".join(shlex.quote(a) for a in ["python", "-m", "models.convert_embeddings",
                                                      *argv])
         classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+        if args.per_channel_dense:
+            print(f"convert_embeddings: warning: {PER_CHANNEL_WARNING}", file=sys.stderr)
         result = export_embedder(
             args.model, features, out_dir=args.out_dir, name=args.name, frontend=frontend,
             command=command, layer=args.layer, classes=classes, data=data, quality=quality,
             description=args.description, calibration_samples=args.calibration_samples,
-            agreement_samples=args.agreement_samples, seed=args.seed)
+            agreement_samples=args.agreement_samples, seed=args.seed,
+            per_channel_dense=args.per_channel_dense)
     except ConversionError as exc:
         print(f"convert_embeddings: error: {_one_line(str(exc))}", file=sys.stderr)
         return 1

@@ -241,3 +241,55 @@ def test_frontend_that_does_not_match_the_model_fails(workdir, capsys):
 def test_invalid_metadata_is_refused():
     with pytest.raises(ConversionError, match="frontend.block"):
         validate_metadata({"format_version": 1, "frontend": {"block": "fft"}})
+
+
+# --- dense layers per tensor, and the int8 model run on the device runtimes ----------------------
+
+def _dense_weight_scales(path: Path) -> list[int]:
+    """Number of weight scales of each FULLY_CONNECTED layer's weights."""
+    model = interpreter(path)
+    tensors = {t["index"]: t for t in model.get_tensor_details()}
+    return [len(tensors[op["inputs"][1]]["quantization_parameters"]["scales"])
+            for op in model._get_ops_details() if op["op_name"] == "FULLY_CONNECTED"]
+
+
+def test_dense_layers_are_quantized_per_tensor_by_default(converted):
+    assert _dense_weight_scales(converted / "tiny.tflite") == [1]
+    conversion = json.loads((converted / "tiny.json").read_text())["conversion"]
+    assert conversion["dense_quantization"] == "per-tensor"
+
+
+def test_the_int8_model_was_run_on_upstream_tflm_and_the_ei_fork(converted):
+    from models.device_runtimes import ei_fork_runner
+
+    devices = json.loads((converted / "tiny.json").read_text())["conversion"]["int8_on_devices"]
+    assert devices["upstream TFLM"]["worst_relative_l2"] <= 1e-2
+    if ei_fork_runner(build=False) is None and "skipped" in devices["EI SDK fork"]:
+        pytest.skip("the EI SDK fork's sources (../shared/device/ei-sdk-tflm) are absent")
+    assert devices["EI SDK fork"]["worst_relative_l2"] <= 1e-2
+    assert devices["EI SDK fork"]["arena_used_bytes"] > 0
+
+
+def test_per_channel_dense_layers_on_request_with_a_warning(workdir, capsys):
+    assert convert(workdir, "per-channel", "--per-channel-dense", "--calibration-samples", "50") == 0
+    assert "warning: per-channel dense layers" in capsys.readouterr().err
+    out = workdir / "out"
+    assert _dense_weight_scales(out / "per-channel.tflite") == [EMBEDDING_SIZE]
+    conversion = json.loads((out / "per-channel.json").read_text())["conversion"]
+    assert conversion["dense_quantization"] == "per-channel"
+    assert "skipped" in conversion["int8_on_devices"]["EI SDK fork"]
+
+
+def test_a_model_the_ei_fork_computes_wrong_stops_the_conversion(workdir):
+    from models.convert_embeddings import check_int8_on_devices
+    from models.device_runtimes import ei_fork_runner
+
+    if ei_fork_runner() is None:
+        pytest.skip("the EI SDK fork's sources (../shared/device/ei-sdk-tflm) are absent")
+    per_channel = (workdir / "out" / "per-channel.tflite")
+    if not per_channel.exists():
+        assert convert(workdir, "per-channel", "--per-channel-dense", "--calibration-samples", "50") == 0
+    rows = np.load(workdir / "input.npy")[:32]
+    with pytest.raises(ConversionError, match=r"^the int8 model fails on the device: EI SDK fork: outputs "
+                                              r"differ from LiteRT by relative L2"):
+        check_int8_on_devices(per_channel.read_bytes(), rows)
