@@ -293,3 +293,19 @@ def test_a_model_the_ei_fork_computes_wrong_stops_the_conversion(workdir):
     with pytest.raises(ConversionError, match=r"^the int8 model fails on the device: EI SDK fork: outputs "
                                               r"differ from LiteRT by relative L2"):
         check_int8_on_devices(per_channel.read_bytes(), rows)
+
+
+def test_footprint_counts_the_tiny_models_arithmetic_and_bytes(converted):
+    from models.footprint import footprint
+
+    model = (converted / "tiny.tflite").read_bytes()
+    figures = footprint(model)
+    # By hand: a 3 x 3 convolution of 1 channel into 4 over 4 x 5 (same padding), then the
+    # 80 -> 8 embedding layer.
+    assert figures["macs_by_op"] == {"CONV_2D": 4 * 5 * 4 * 3 * 3, "FULLY_CONNECTED": 80 * EMBEDDING_SIZE}
+    assert figures["file_bytes"] == len(model)
+    # int8 weights (36 + 640) and int32 biases (4 + 8) at least; below the whole file.
+    assert 36 + 640 + 4 * (4 + 8) <= figures["constant_bytes"] < len(model)
+    from models.device_runtimes import ei_fork_runner
+    if ei_fork_runner(build=False) is not None:
+        assert 0 < figures["arena_used_bytes"] < 64 * 1024
