@@ -96,8 +96,12 @@ def ei_fork_runner(build: bool = True) -> Optional[Path]:
             return runner if runner.is_file() else None
         # Built in a copy, so the shared folder is only read; moved in whole, so a build stopped
         # half way is never taken for a runner.
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix="ei-sdk-tflm-", dir=CACHE_DIR))
+        try:
+            CACHE_DIR.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix="ei-sdk-tflm-", dir=CACHE_DIR))
+        except OSError as exc:
+            raise DeviceRuntimeError(f"EI SDK fork: cannot build the runner in {CACHE_DIR} ({exc.strerror or exc}); "
+                                     "set XDG_CACHE_HOME to a writable folder") from None
         try:
             shutil.copytree(EI_SDK_TFLM, staging, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns("build", RUNNER_NAME))
