@@ -750,10 +750,10 @@ def run_tflite(model: bytes, rows: np.ndarray) -> np.ndarray:
     numpy.ndarray
         (rows, size) float32.
     """
-    from ai_edge_litert.interpreter import Interpreter
+    from dsp.embeddings.model import make_interpreter
 
-    interpreter = Interpreter(model_content=model, num_threads=1)
-    interpreter.allocate_tensors()
+    # As the server runs it, so training figures are the served embeddings'.
+    interpreter = make_interpreter(model)
     input_index = interpreter.get_input_details()[0]["index"]
     output = interpreter.get_output_details()[0]
     result = np.empty((len(rows), int(np.prod(output["shape"][1:]))), dtype=np.float32)

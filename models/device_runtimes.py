@@ -47,11 +47,10 @@ class DeviceRun:
 
 
 def run_litert(model: bytes, rows: np.ndarray) -> np.ndarray:
-    """Outputs of `model` for each row, with ai-edge-litert (the desktop reference)."""
-    from ai_edge_litert.interpreter import Interpreter
+    """Outputs of `model` for each row, with ai-edge-litert as the server runs it."""
+    from dsp.embeddings.model import make_interpreter
 
-    interpreter = Interpreter(model_content=model, num_threads=1)
-    interpreter.allocate_tensors()
+    interpreter = make_interpreter(model)
     source, sink = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     outputs = []
     for row in np.asarray(rows, dtype=np.float32):

@@ -144,11 +144,9 @@ def measure_speed(int8_model: bytes, audio: np.ndarray, repeats: int = 5) -> dic
         frontend_us_per_window, int8_invoke_us, windows_per_second (CPU time), the same three
         in wall-clock time under "wall_clock", and how.
     """
-    from ai_edge_litert.interpreter import Interpreter
+    from dsp.embeddings.model import make_interpreter
 
-    # The server's configuration: default delegates (XNNPACK), one thread per interpreter.
-    interpreter = Interpreter(model_content=int8_model, num_threads=1)
-    interpreter.allocate_tensors()
+    interpreter = make_interpreter(int8_model)  # the server's configuration
     input_index = interpreter.get_input_details()[0]["index"]
     output_index = interpreter.get_output_details()[0]["index"]
     features = spectrogram_features(audio)

@@ -480,10 +480,9 @@ def cv_table(cv: dict, measure: str = "logreg_int8") -> str:
 def measure_speed(int8_model: bytes, audio_windows: np.ndarray, frontend: dict,
                   repeats: int = 3) -> dict:
     """The embeddings block's work per window in one process: front-end, then the int8 model."""
-    from ai_edge_litert.interpreter import Interpreter
+    from dsp.embeddings.model import make_interpreter
 
-    interpreter = Interpreter(model_content=int8_model, num_threads=1)
-    interpreter.allocate_tensors()
+    interpreter = make_interpreter(int8_model)  # the server's configuration
     input_index = interpreter.get_input_details()[0]["index"]
     output_index = interpreter.get_output_details()[0]["index"]
     frontend_s, invoke_s = [], []
