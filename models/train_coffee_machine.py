@@ -182,8 +182,8 @@ def measure_speed(int8_model: bytes, audio: np.ndarray, repeats: int = 5) -> dic
         "wall_clock": figures("wall"),
         "how": (f"best of {repeats} runs over {windows} one-second windows in one process: the "
                 f"spectrogram block on the whole batch, then set_tensor/invoke/get_tensor of the "
-                f"int8 model per window (ai-edge-litert Interpreter, num_threads=1, default "
-                f"delegates, as the server runs it); CPU time of the measuring thread (one "
+                f"int8 model per window (ai-edge-litert Interpreter, num_threads=1, builtin "
+                f"kernels without the XNNPACK delegate, as the server runs it); CPU time of the measuring thread (one "
                 f"core), and wall-clock time, which other jobs on the machine inflate"),
     }
 

@@ -506,7 +506,8 @@ def measure_speed(int8_model: bytes, audio_windows: np.ndarray, frontend: dict,
         "how": (f"best of {repeats} runs over {windows} one-second ESC-10 windows, one process "
                 f"on a shared 2-core machine: the {frontend['block']} block on the whole batch, "
                 f"then set_tensor/invoke/get_tensor of the int8 model per window (ai-edge-litert "
-                f"Interpreter, num_threads=1, default delegates, as the server runs it)"),
+                f"Interpreter, num_threads=1, builtin kernels without the XNNPACK delegate, as the "
+                f"server runs it)"),
     }
 
 
