@@ -174,7 +174,11 @@ def build_model(config: CnnConfig, seed: Optional[int] = 0):
             hidden = layers.MaxPooling2D(config.pool_size, padding="same",
                                          name=f"pool{block}")(hidden)
     if config.global_pooling:
-        hidden = layers.GlobalAveragePooling2D(name="global_pool")(hidden)
+        # An average pool over the whole map, not GlobalAveragePooling2D: that converts to int8
+        # MEAN, which Edge Impulse's TFLM fork rounds differently from upstream TFLM and LiteRT
+        # (embeddings up to relative L2 0.029 apart); AVERAGE_POOL_2D is computed alike by both.
+        hidden = layers.AveragePooling2D(pool_size=tuple(hidden.shape[1:3]), name="global_pool")(hidden)
+        hidden = layers.Flatten(name="pooled")(hidden)
     else:
         hidden = layers.Flatten(name="flatten")(hidden)
     hidden = layers.Dropout(config.dropout, name="dropout")(hidden)

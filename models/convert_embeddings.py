@@ -1051,6 +1051,8 @@ def make_embedder(model: Any, features: np.ndarray, *, frontend: dict, command: 
         raise ConversionError(f"{len(classes)} class names for a classifier with "
                               f"{cut.class_count} outputs")
 
+    from models.footprint import footprint
+
     calibration_index, held_out_index = split_rows(len(features), calibration_samples,
                                                    agreement_samples, seed)
     float32_model = convert_float32(cut)
@@ -1071,6 +1073,7 @@ def make_embedder(model: Any, features: np.ndarray, *, frontend: dict, command: 
         "dense_quantization": "per-channel" if per_channel_dense else "per-tensor",
         "int8_on_devices": devices,
         "sizes_bytes": {"int8": len(int8_model), "float32": len(float32_model)},
+        "int8_footprint": footprint(int8_model, arena=device_check),
         "int8_ops": _op_counts(int8_model),
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,

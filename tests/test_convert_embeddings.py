@@ -309,3 +309,10 @@ def test_footprint_counts_the_tiny_models_arithmetic_and_bytes(converted):
     from models.device_runtimes import ei_fork_runner
     if ei_fork_runner(build=False) is not None:
         assert 0 < figures["arena_used_bytes"] < 64 * 1024
+
+
+def test_the_metadata_records_the_int8_models_footprint(converted):
+    conversion = json.loads((converted / "tiny.json").read_text())["conversion"]
+    figures = conversion["int8_footprint"]
+    assert figures["file_bytes"] == conversion["sizes_bytes"]["int8"]
+    assert figures["macs"] == 4 * 5 * 4 * 3 * 3 + 80 * EMBEDDING_SIZE
