@@ -10,6 +10,10 @@
   64-bit host (`models.device_runtimes`; pointers are 8 bytes there, so a 32-bit device needs
   somewhat less); None where the fork's sources are absent.
 
+`smallest_board` names the first of `BOARD_CLASSES` where the model leaves the application room:
+arena at most 5/8 of the RAM and the file at most 1/4 of the flash (for the Nano 33 BLE Sense
+class, 160 KB and 256 KB).
+
 Usage: `.venv/bin/python -m models.footprint MODEL.tflite [...]` prints one JSON object a model.
 """
 from __future__ import annotations
@@ -26,6 +30,26 @@ ELEMENTWISE_OPS = ("ADD", "SUB", "MUL", "DIV", "SQUARE", "SQRT", "RSQRT", "LOG",
                    "ABS", "ROUND", "FLOOR", "RELU", "RELU6", "LOGISTIC", "TANH", "QUANTIZE", "DEQUANTIZE",
                    "MEAN", "SUM", "MAX_POOL_2D", "AVERAGE_POOL_2D", "SOFTMAX", "EQUAL", "LESS", "GREATER",
                    "CAST", "SQUARED_DIFFERENCE", "POW")
+
+
+# (name, RAM bytes, flash bytes), smallest first: boards Edge Impulse deploys to.
+BOARD_CLASSES = (
+    ("nRF52840 (Arduino Nano 33 BLE Sense)", 256 * 1024, 1024 * 1024),
+    ("nRF5340 (Nordic Thingy:53)", 512 * 1024, 1024 * 1024),
+    ("STM32H747 (Arduino Portenta H7)", 1024 * 1024, 2048 * 1024),
+)
+ARENA_SHARE_OF_RAM = 5 / 8
+FILE_SHARE_OF_FLASH = 1 / 4
+
+
+def smallest_board(file_bytes: int, arena_bytes: Optional[int]) -> Optional[str]:
+    """The first board class with room for the model and an application; None if none has."""
+    if arena_bytes is None:
+        return None
+    for name, ram, flash in BOARD_CLASSES:
+        if arena_bytes <= ARENA_SHARE_OF_RAM * ram and file_bytes <= FILE_SHARE_OF_FLASH * flash:
+            return name
+    return None
 
 
 def constant_bytes(model: bytes) -> int:
@@ -70,6 +94,7 @@ def footprint(model: bytes, arena: bool = True) -> dict:
     """The figures in the module docstring for one model."""
     figures = {"file_bytes": len(model), "constant_bytes": constant_bytes(model), **arithmetic(model)}
     figures["arena_used_bytes"] = _ei_fork_arena(model) if arena else None
+    figures["smallest_board"] = smallest_board(figures["file_bytes"], figures["arena_used_bytes"])
     return figures
 
 

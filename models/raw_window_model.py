@@ -7,13 +7,16 @@ front-end block (spectrogram or MFE) and then the int8 embedder ``<name>.tflite`
 How the model is built
 ----------------------
 1. The front-end is written as a TF graph with a fixed input of shape [1, window_samples],
-   float32, mirroring `dsp.audio.spectrogram.spectrogram` and `dsp.audio.mfe.mfe` step by step: framing by
-   reshape and strided slices (frames longer than the FFT truncated, shorter ones
-   zero-padded), power spectrum ``|rfft|**2 / fft_length`` with ``tf.signal.rfft`` (built-in
-   RFFT2D, whose butterflies keep float64's exact-zero bins exactly zero; a float32 DFT
-   matrix product does not, and its -40 to -60 dB leakage ruins the dB scaling), then the
-   version's scaling. Conditionals are arithmetic on comparison results (EQUAL/LESS/GREATER
-   then CAST) instead of SELECT, which some micro runtimes compile out.
+   float32, mirroring `dsp.audio.spectrogram.spectrogram` and `dsp.audio.mfe.mfe` step by step:
+   one slice per frame (frames longer than the FFT truncated, shorter ones zero-padded; the
+   window is never copied whole, which would cost its size again in a TFLM arena), the power
+   spectrum ``|rfft|**2 / fft_length`` as the radix-2 FFT of `models.radix2_fft` (TFLM has no
+   RFFT2D and no complex types; its exact differences keep the bins that are exactly zero in
+   float64 exactly zero, where a float32 DFT matrix leaks -40 to -60 dB and ruins the dB
+   scaling), frames through the FFT in groups of at most `FFT_GROUP_FLOATS` floats, then the
+   version's scaling. Conditionals are arithmetic on comparison results (EQUAL/LESS then CAST)
+   instead of SELECT, which only the EI fork has. Every op is one that upstream TFLM and Edge
+   Impulse's TFLM fork both run (`../shared/docs/on-device.md`).
 2. That graph is converted to a float32 TFLite flatbuffer with built-in ops only. The
    front-end stays float: int8 would destroy the dB scaling.
 3. The front-end flatbuffer and the shipped int8 embedder flatbuffer are stitched into one
@@ -26,7 +29,8 @@ and 2 (sliding-window mean normalisation, then a min-max that depends on exact z
 MFCC are not supported; asking for them raises `UnsupportedFrontend`.
 
 Agreement with ``/run`` is measured on `models.hard_windows.hard_windows` with
-`relative_l2` (see there for the all-zero embedding case) and recorded in the metadata.
+`relative_l2` (see there for the all-zero embedding case) in LiteRT, upstream TFLM and the EI
+fork (`models.device_runtimes`), and recorded in the metadata with the model's footprint.
 
 Usage::
 
@@ -48,10 +52,12 @@ import numpy as np
 
 from dsp.audio.framing import check_fft_length, check_noise_floor, frame_layout
 from dsp.audio.mel import ZERO_ENERGY, mel_filterbank
+from models import radix2_fft
 
 __all__ = [
     "SUPPORTED_FRONTENDS",
     "UnsupportedFrontend",
+    "ONE_TREE_OPS",
     "RELATIVE_L2_FLOOR",
     "MAX_RELATIVE_L2",
     "build_raw_window_model",
@@ -89,6 +95,17 @@ POWER_FLOOR = 1e-30
 _BUFFER_ALIGNMENT = 16
 
 _FRONTEND_INPUT_NAME = "raw_window"
+# TFLM's CONCATENATION kernel takes at most 10 inputs.
+MAX_CONCAT_INPUTS = 8
+# Floats per FFT intermediate tensor (frames x fft_length) at most, where a frame fits.
+FFT_GROUP_FLOATS = 8192
+
+
+# Ops that only one of the two TFLM trees runs (`../shared/docs/on-device.md`): the EI fork's
+# extra ops and upstream's. RFFT2D is among the fork's, and computed wrongly there.
+ONE_TREE_OPS = frozenset({
+    "COMPLEX_ABS", "IMAG", "REAL", "REDUCE_ANY", "RFFT2D", "SCATTER_ND", "SELECT", "SELECT_V2",
+    "TILE", "TOPK_V2", "DECODE", "DELAY", "DYNAMIC_UPDATE_SLICE", "EMBEDDING_LOOKUP", "REVERSE_V2"})
 
 
 class UnsupportedFrontend(ValueError):
@@ -167,31 +184,52 @@ def _make_frontend_function(metadata: dict):
                                     float(metadata["sampling_freq"]), params["low_frequency"],
                                     params["high_frequency"], old_mels=version <= 3)
 
-    def frames_of(signal):
-        # Frame k is signal[k*stride : k*stride + kept]. Reshaping to rows of one stride and
-        # concatenating `spans` shifted row blocks gives every frame without a gather.
-        spans = math.ceil(kept / stride)
-        rows = n_frames + spans - 1
-        needed = rows * stride
-        flat = signal[0]
-        if needed > n_samples:
-            # Only columns at or beyond `kept` ever read the padding.
-            flat = tf.pad(flat, [[0, needed - n_samples]])
-        else:
-            flat = flat[:needed]
-        blocks = tf.reshape(flat, [rows, stride])
-        if spans == 1:
-            frames = blocks[:, :kept]
-        else:
-            frames = tf.concat([blocks[j:j + n_frames] for j in range(spans)], axis=1)[:, :kept]
+    if (n_frames - 1) * stride + kept > n_samples:
+        raise ValueError("Frames run past the window's end; the block never does that.")
+    # Frames go through the FFT in groups, so its intermediate tensors (a dozen per stage, each
+    # group x fft_length floats) stay small in a TFLM arena; more groups cost more operators.
+    group_size = max(1, FFT_GROUP_FLOATS // fft_length)
+    groups = [range(first, min(first + group_size, n_frames))
+              for first in range(0, n_frames, group_size)]
+
+    def concatenated(parts, axis):
+        while len(parts) > 1:
+            parts = [tf.concat(parts[at:at + MAX_CONCAT_INPUTS], axis=axis)
+                     if len(parts[at:at + MAX_CONCAT_INPUTS]) > 1 else parts[at]
+                     for at in range(0, len(parts), MAX_CONCAT_INPUTS)]
+        return parts[0]
+
+    def frames_of(signal, frames: range, history: int = 0):
+        # Frame k is signal[k*stride - history : k*stride + kept], one slice per frame, the
+        # samples before the window's start taken from its end (np.roll, for the pre-emphasis).
+        # Slicing frame by frame never copies the whole window: on the device, the float32
+        # window is 64 KB for 1 s at 16 kHz, and every copy of it adds that much arena.
+        pieces = []
+        for frame in frames:
+            start, stop = frame * stride - history, frame * stride + kept
+            if start < 0:
+                pieces.append(tf.concat([signal[:, start:], signal[:, :stop]], axis=1))
+            else:
+                pieces.append(signal[:, start:stop])
+        return concatenated(pieces, axis=0)
+
+    def padded(frames):
         if kept < fft_length:
             frames = tf.pad(frames, [[0, 0], [0, fft_length - kept]])
         return frames
 
-    def power_spectrum(frames):
-        spectrum = tf.signal.rfft(frames, fft_length=[fft_length])
-        real, imag = tf.math.real(spectrum), tf.math.imag(spectrum)
-        return (real * real + imag * imag) * (1.0 / fft_length)
+    def power_spectrum(frames, count):
+        backend = radix2_fft.Backend(
+            concat=lambda parts, axis: tf.concat(parts, axis=axis),
+            reshape=tf.reshape,
+            gather=lambda x, indices, axis: tf.gather(x, tf.constant(indices), axis=axis),
+            constant=lambda values: tf.constant(values, tf.float32))
+        return radix2_fft.power_spectrum(frames, count, fft_length, backend)
+
+    def grouped_power(prepare):
+        # prepare(frames range) -> [frames, kept] samples ready for the FFT.
+        return concatenated([power_spectrum(padded(prepare(frames)), len(frames))
+                             for frames in groups], axis=0)
 
     def noise_floor_scale(power, clip_max):
         # (10 log10(max(P, 1e-30)) - floor) / (12 - floor), folded into one multiply-add.
@@ -208,14 +246,15 @@ def _make_frontend_function(metadata: dict):
     @tf.function(input_signature=[tf.TensorSpec([1, n_samples], tf.float32,
                                                 name=_FRONTEND_INPUT_NAME)])
     def frontend(window):
-        signal = window
         if block == "spectrogram":
             if version == 3:
                 # int16 audio (any |x| > 1) is brought to [-1, 1):
                 # x * (1 + is_int16 * (2**-15 - 1)), exact in float32.
-                is_int16 = as_float(tf.reduce_max(tf.abs(signal)) > 1.0)
-                signal = signal * (1.0 + is_int16 * (1.0 / INT16_FULL_SCALE - 1.0))
-            power = power_spectrum(frames_of(signal))
+                is_int16 = as_float(tf.reduce_max(tf.abs(window)) > 1.0)
+                gain = 1.0 + is_int16 * (1.0 / INT16_FULL_SCALE - 1.0)
+                power = grouped_power(lambda frames: frames_of(window, frames) * gain)
+            else:
+                power = grouped_power(lambda frames: frames_of(window, frames))
             if version <= 2:
                 lowest = tf.reduce_min(power)
                 span = tf.reduce_max(power) - lowest
@@ -224,11 +263,13 @@ def _make_frontend_function(metadata: dict):
             else:
                 features = noise_floor_scale(power, clip_max=1.0 if version == 3 else None)
         else:
-            scaled = signal * (1.0 / INT16_FULL_SCALE)
-            # np.roll by one: sample 0 is pre-emphasised with the window's last sample.
-            previous = tf.concat([scaled[:, -1:], scaled[:, :-1]], axis=1)
-            emphasised = scaled - tf.constant(MFE_PREEMPHASIS, tf.float32) * previous
-            power = power_spectrum(frames_of(emphasised))
+            # Each frame with the sample before it (the window's last one for the first frame,
+            # as np.roll by one gives), so the pre-emphasis is done frame by frame.
+            def emphasised(frames):
+                scaled = frames_of(window, frames, history=1) * (1.0 / INT16_FULL_SCALE)
+                return scaled[:, 1:] - tf.constant(MFE_PREEMPHASIS, tf.float32) * scaled[:, :-1]
+
+            power = grouped_power(emphasised)
             energies = tf.matmul(power, tf.constant(filterbank.T, tf.float32))
             energies = energies + as_float(tf.equal(energies, 0.0)) * ZERO_ENERGY
             levels = tf.round(noise_floor_scale(energies, clip_max=1.0) * MFE_LEVELS)
@@ -552,12 +593,11 @@ def _description(metadata: dict) -> str:
 
 
 def _interpreter(model_bytes: bytes):
-    from ai_edge_litert.interpreter import Interpreter
+    from dsp.embeddings.model import make_interpreter
 
-    # One thread, as the server's embeddings block runs its interpreters.
-    interpreter = Interpreter(model_content=model_bytes, num_threads=1)
-    interpreter.allocate_tensors()
-    return interpreter
+    # As the server runs its embedder: one thread, builtin kernels (TFLM's numbers; XNNPACK's
+    # int8 rounding differs).
+    return make_interpreter(model_bytes)
 
 
 def _run_rows(model_bytes: bytes, rows: np.ndarray) -> np.ndarray:
@@ -676,13 +716,16 @@ def check_raw_window_model(raw_tflite: bytes, window_samples: int,
     Raises
     ------
     ValueError
-        On a custom or Flex (SELECT_TF_OPS) op, or an input or output of the wrong shape or
-        type.
+        On a custom or Flex (SELECT_TF_OPS) op, an op in `ONE_TREE_OPS`, or an input or output
+        of the wrong shape or type.
     """
     names = op_names(raw_tflite)
     foreign = [name for name in names if name.startswith("CUSTOM") or "FLEX" in name.upper()]
     if foreign:
         raise ValueError(f"The raw model uses non-builtin ops: {foreign}.")
+    one_tree = sorted(set(names) & ONE_TREE_OPS)
+    if one_tree:
+        raise ValueError(f"The raw model uses ops only one TFLM tree runs: {one_tree}.")
     interpreter = _interpreter(raw_tflite)
     inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
     if len(inputs) != 1 or list(inputs[0]["shape"]) != [1, window_samples] \
@@ -726,6 +769,8 @@ def build_and_record(metadata_path: Path, log: Callable[[str], None] = print) ->
         When the raw model fails its checks or disagrees with ``/run`` beyond 1e-2 on a window
         (nothing is written then).
     """
+    from models.device_runtimes import DeviceRuntimeError, check_on_devices
+    from models.footprint import constant_bytes, footprint, smallest_board
     from models.hard_windows import hard_windows
 
     started = time.perf_counter()
@@ -741,21 +786,42 @@ def build_and_record(metadata_path: Path, log: Callable[[str], None] = print) ->
     embedding_size = metadata.get("output", {}).get("shape", [None, None])[-1]
     ops = check_raw_window_model(raw, int(metadata["window_samples"]), embedding_size)
     windows = hard_windows(int(metadata["window_samples"]), float(metadata["sampling_freq"]))
-    errors = agreement(metadata, raw, embedder, windows)
+    names = list(windows)
+    stacked = np.stack([windows[name] for name in names])
+    run_embeddings = embedder_outputs(embedder, frontend_features(metadata, stacked))
+    errors = dict(zip(names, (relative_l2(a, b) for a, b in
+                              zip(raw_model_outputs(raw, stacked), run_embeddings))))
     worst_window = max(errors, key=errors.get)
     # The int8 embedder absorbs most float32 rounding; the features show what is left of it.
-    stacked = np.stack([windows[name] for name in errors])
     feature_errors = [relative_l2(a, b) for a, b in zip(
         _run_rows(frontend, stacked.astype(np.float32)), frontend_features(metadata, stacked))]
     worst_feature = int(np.argmax(feature_errors))
-    seconds = time.perf_counter() - started
     for name, error, feature_error in zip(errors, errors.values(), feature_errors):
         log(f"{name:32s} embedding relative L2 {error:.3g}, features {feature_error:.3g}")
     if errors[worst_window] > MAX_RELATIVE_L2:
         raise ValueError(f"The raw model disagrees with /run on '{worst_window}': relative L2 "
                          f"{errors[worst_window]:.3g} > {MAX_RELATIVE_L2:g}. Nothing written.")
+    # An embedder kept per channel (convert_embeddings --per-channel-dense) is wrong on the EI
+    # fork by design: not checked there, and not served by /tflite-impl.
+    per_channel = metadata.get("conversion", {}).get("dense_quantization") == "per-channel"
+    try:
+        # Raises, naming the runtime, where the model does not load, run or give /run's numbers.
+        devices = check_on_devices(raw, stacked, MAX_RELATIVE_L2, reference=run_embeddings,
+                                   skip_ei_fork=per_channel)
+    except DeviceRuntimeError as error:
+        raise ValueError(f"The raw model fails on a device runtime: {error}. Nothing written.") from None
+    if per_channel:
+        devices["EI SDK fork"] = {"skipped": "per-channel dense layers, which the EI fork computes wrongly"}
+    figures = footprint(raw, arena=False)
+    figures["arena_used_bytes"] = devices.get("EI SDK fork", {}).get("arena_used_bytes")
+    figures["smallest_board"] = smallest_board(figures["file_bytes"], figures["arena_used_bytes"])
+    figures["frontend_file_bytes"] = len(raw) - len(embedder)
+    figures["frontend_constant_bytes"] = figures["constant_bytes"] - constant_bytes(embedder)
+    seconds = time.perf_counter() - started
 
     record = {
+        # Studio's C++ export runs the EI fork: only a model right there is device-ready.
+        "device_ready": not per_channel,
         "worst_relative_l2": errors[worst_window],
         # None when every window agrees exactly (no window is worse than another).
         "worst_window": worst_window if errors[worst_window] > 0 else None,
@@ -766,8 +832,14 @@ def build_and_record(metadata_path: Path, log: Callable[[str], None] = print) ->
         "metric": ("||raw - run|| / max(||run||, 1e-6) per window (absolute L2 / 1e-6 when the "
                    "/run embedding is all zeros); run = numpy front-end (float64) -> float32 -> "
                    "int8 embedder; windows from models.hard_windows.hard_windows(seed=0); "
-                   "both run with ai-edge-litert (default delegates, 1 thread); features_*: the "
+                   "both run with ai-edge-litert (builtin kernels, 1 thread); features_*: the "
                    "same metric on the front-end output alone"),
+        "on_devices": {**devices, "how": "the same windows and metric, the raw model run on "
+                                         "upstream TFLM (tflite-micro) and on the EI SDK fork's "
+                                         "TFLM (reference kernels, x86-64), against /run"},
+        "footprint": {**figures, "how": "python -m models.footprint (arena: the EI SDK fork on "
+                                        "a 64-bit host; frontend_*: the raw model minus the "
+                                        "embedder)"},
         "ops": ops,
         "size_bytes": len(raw),
         "embedder_size_bytes": len(embedder),

@@ -237,3 +237,31 @@ def test_tflite_impl_refuses_an_impulse_the_model_does_not_fit(client):
     response = client.post("/tflite-impl", json={**TFLITE_IMPL_BODY, "sampling_freq": 8000})
     assert response.status_code == 400
     assert f"expects {WINDOW} samples of 1 axis at {RATE:g} Hz" in response.get_json()["error"]
+
+
+@pytest.mark.parametrize("raw_model", [None, {"device_ready": False}, {"worst_relative_l2": 0.0}],
+                         ids=["no record", "not device-ready", "record before the device check"])
+def test_a_raw_model_not_checked_on_the_device_is_not_served(tmp_path, monkeypatch, raw_model):
+    # A raw-window model that was not run and found equal on upstream TFLM and the EI fork
+    # (the RFFT2D models shipped before, or a per-channel embedder) would give a Studio export
+    # that fails to load or computes wrong embeddings: better no /tflite-impl at all.
+    from dsp_server import create_app
+
+    meta_path = _copy_model(tmp_path)
+    changed = {key: value for key, value in META.items() if key != "raw_model"}
+    if raw_model is not None:
+        changed["raw_model"] = raw_model
+    meta_path.write_text(json.dumps(changed))
+    monkeypatch.setenv("EMBEDDINGS_MODEL", str(meta_path))
+    client = create_app().test_client()
+
+    assert client.get("/blocks/embeddings/parameters").get_json()["info"]["hasTfliteImplementation"] is False
+    response = client.post("/tflite-impl", json=TFLITE_IMPL_BODY)
+    assert response.status_code >= 400 and response.get_json()["success"] is False
+    assert run(client, audio(1))["success"] is True
+
+
+def test_the_shipped_raw_model_is_device_ready():
+    record = META["raw_model"]
+    assert record["device_ready"] is True
+    assert record["on_devices"]["upstream TFLM"]["worst_relative_l2"] <= 1e-2

@@ -104,6 +104,9 @@ def tiny_embedder(metadata: dict, int8_io: bool = False) -> bytes:
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([row[None]] for row in features)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    # Dense layers per tensor, as models.convert_embeddings makes them: the EI fork computes
+    # per-channel int8 FULLY_CONNECTED wrongly.
+    converter._experimental_disable_per_channel_quantization_for_dense_layers = True
     if int8_io:
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
@@ -130,10 +133,37 @@ def test_raw_model_takes_the_raw_window_with_builtin_ops_only(config):
     ops = rwm.check_raw_window_model(raw, WINDOW_SAMPLES, EMBEDDING_SIZE)
 
     assert not [op for op in ops if op.startswith("CUSTOM") or "FLEX" in op.upper()]
-    assert {"RFFT2D", "QUANTIZE", "DEQUANTIZE"} <= set(ops)
-    # The conditionals are arithmetic, not SELECT, and framing uses no GATHER (micro runtimes
-    # may compile those out).
-    assert not {"SELECT", "SELECT_V2", "GATHER"} & set(ops)
+    assert {"QUANTIZE", "DEQUANTIZE"} <= set(ops)
+    # No complex types and no op that only one TFLM tree has (RFFT2D, SELECT, ...).
+    assert not rwm.ONE_TREE_OPS & set(ops)
+    assert not {"COMPLEX64", "COMPLEX128"} & tensor_types(raw)
+
+
+def tensor_types(model: bytes) -> set[str]:
+    schema = rwm._schema()
+    names = {value: name for name, value in vars(schema.TensorType).items() if not name.startswith("_")}
+    return {names[tensor.type] for tensor in rwm._read(model).subgraphs[0].tensors}
+
+
+@pytest.mark.parametrize("runtime", ["upstream TFLM", "EI SDK fork"])
+@pytest.mark.parametrize("config", CONFIGS)
+def test_raw_model_gives_runs_embedding_on_both_tflm_trees(config, runtime):
+    from models import device_runtimes
+
+    metadata, embedder, raw = built(config)
+    stacked = np.stack(list(windows().values()))
+    run = rwm.embedder_outputs(embedder, rwm.frontend_features(metadata, stacked))
+    if runtime == "upstream TFLM":
+        outputs = device_runtimes.run_upstream_tflm(raw, stacked).outputs
+    else:
+        runner = device_runtimes.ei_fork_runner()
+        if runner is None:
+            pytest.skip(f"the EI SDK fork's sources are not at {device_runtimes.EI_SDK_TFLM}")
+        outputs = device_runtimes.run_ei_fork(raw, stacked, runner).outputs
+
+    errors = device_runtimes.relative_l2(outputs, run)
+    worst = int(np.argmax(errors))
+    assert errors[worst] <= MAX_RELATIVE_L2, f"{config} on {runtime}: {list(windows())[worst]} at {errors[worst]:.3g}"
 
 
 @pytest.mark.parametrize("config", CONFIGS)
@@ -163,8 +193,11 @@ def test_frontend_matches_the_numpy_block_to_float32_precision(config):
         assert off.mean() <= 1e-3
         assert np.all(np.abs(actual - expected)[off] <= 1 / 256 + 1e-6)
     else:
+        # Most windows agree to 1e-7. A full-scale on-bin tone is the worst: float32 rounds
+        # its FFT by about 1e-7 of the tone (0.07 on an amplitude of 2e6 at 128 points), and
+        # the harmonics that int16 rounding leaves are only about 3 there, near the floor.
         for name, a, b in zip(windows(), actual, expected):
-            assert rwm.relative_l2(a, b) <= 1e-5, name
+            assert rwm.relative_l2(a, b) <= (2e-3 if name.startswith("tone_") else 2e-6), name
 
 
 def test_raw_model_holds_the_embedder_unchanged():
@@ -250,10 +283,19 @@ def test_command_writes_the_raw_model_beside_and_records_agreement(tmp_path):
     rwm.check_raw_window_model(raw, WINDOW_SAMPLES, EMBEDDING_SIZE)
     record = written["raw_model"]
     assert record["worst_relative_l2"] <= MAX_RELATIVE_L2
-    assert record["features_worst_relative_l2"] <= 1e-5
+    assert record["features_worst_relative_l2"] <= 2e-3  # a full-scale tone; see above
     assert record["windows"] == list(windows())
     assert record["ops"] == rwm.op_names(raw)
     assert record["size_bytes"] == len(raw)
+    assert record["device_ready"] is True
+    assert record["on_devices"]["upstream TFLM"]["worst_relative_l2"] <= MAX_RELATIVE_L2
+    fork = record["on_devices"]["EI SDK fork"]
+    assert "skipped" in fork or (fork["worst_relative_l2"] <= MAX_RELATIVE_L2
+                                 and fork["arena_used_bytes"] == record["footprint"]["arena_used_bytes"] > 0)
+    figures = record["footprint"]
+    assert figures["file_bytes"] == len(raw)
+    assert figures["frontend_file_bytes"] == len(raw) - len(embedder)
+    assert 0 < figures["frontend_constant_bytes"] < figures["constant_bytes"]
 
 
 def test_hard_windows_are_int16_valued_except_the_float_ones():

@@ -126,7 +126,11 @@ def load_model(path: "str | Path") -> EmbeddingModel:
     embedder_path = json_path.parent / files.get("int8", json_path.with_suffix(".tflite").name)
     embedder = _read(embedder_path)
     raw_path = json_path.parent / files["raw"] if files.get("raw") else None
-    raw_window_model = _read(raw_path) if raw_path is not None and raw_path.exists() else None
+    # /tflite-impl serves only a model that was run and agreed on the device runtimes (upstream
+    # TFLM and the EI fork Studio's export compiles); an older raw model (RFFT2D) is not.
+    device_ready = (raw.get("raw_model") or {}).get("device_ready") is True
+    raw_window_model = (_read(raw_path) if device_ready and raw_path is not None and raw_path.exists()
+                        else None)
     _check_embedder(embedder, embedder_path, metadata)
     return EmbeddingModel(metadata, embedder, raw_window_model, json_path)
 
