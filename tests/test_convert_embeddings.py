@@ -187,6 +187,43 @@ def test_saved_model_directory_gives_the_same_embedder(workdir, converted):
     assert list(model.get_output_details()[0]["shape"]) == [1, CONV_OUTPUT_SIZE]
 
 
+def keras2_saved_model(directory: Path) -> Path:
+    """The tiny model made with Keras 2 (tf_keras) and saved as a SavedModel, as Studio exports."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+    features = tf_keras.Input((INPUT_WIDTH,), name="features")
+    hidden = tf_keras.layers.Reshape((4, 5, 1), name="reshape")(features)
+    hidden = tf_keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(hidden)
+    hidden = tf_keras.layers.Flatten(name="flatten")(hidden)
+    hidden = tf_keras.layers.Dense(EMBEDDING_SIZE, activation="relu", name="embedding")(hidden)
+    hidden = tf_keras.layers.Dense(3, name="logits")(hidden)
+    scores = tf_keras.layers.Softmax(name="softmax")(hidden)
+    path = directory / "keras2_saved_model"
+    tf_keras.Model(features, scores).save(str(path), save_format="tf")
+    assert (path / "keras_metadata.pb").is_file()  # Keras 2's own SavedModel, not Keras 3's export
+    return path
+
+
+@pytest.mark.parametrize("source", ["model.keras", "keras 2 saved model"])
+def test_the_users_model_gives_its_embedding_on_both_tflm_trees(workdir, source):
+    # The user's route: a model from Keras 3 (.keras) or exported by Studio (a Keras 2
+    # SavedModel), converted; the raw-window model /tflite-impl would serve was run on
+    # upstream TFLM and the EI fork against /run by the conversion, which records it.
+    model = "model.keras" if source == "model.keras" else keras2_saved_model(workdir).name
+    name = "users-" + source.replace(" ", "-").replace(".", "-")
+    assert convert(workdir, name, "--calibration-samples", "50", model=model) == 0
+
+    record = json.loads((workdir / "out" / f"{name}.json").read_text())["raw_model"]
+    assert record["device_ready"] is True
+    assert record["worst_relative_l2"] <= 1e-2
+    assert record["on_devices"]["upstream TFLM"]["worst_relative_l2"] <= 1e-2
+    fork = record["on_devices"]["EI SDK fork"]
+    if "skipped" in fork:
+        pytest.skip(f"EI SDK fork: {fork['skipped']}")
+    assert fork["worst_relative_l2"] <= 1e-2 and fork["arena_used_bytes"] > 0
+
+
 def test_bad_layer_name_fails_with_the_layer_list(workdir):
     # The real command, to see the exit status a shell or a Makefile sees.
     result = subprocess.run(
