@@ -49,16 +49,8 @@ def workdir(tmp_path_factory) -> Path:
     from models.tf_setup import configure_tensorflow
 
     configure_tensorflow(2)
-    keras.utils.set_random_seed(0)
     directory = tmp_path_factory.mktemp("convert")
-    features = keras.Input((INPUT_WIDTH,), name="features")
-    hidden = keras.layers.Reshape((4, 5, 1), name="reshape")(features)
-    hidden = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(hidden)
-    hidden = keras.layers.Flatten(name="flatten")(hidden)
-    hidden = keras.layers.Dense(EMBEDDING_SIZE, activation="relu", name="embedding")(hidden)
-    hidden = keras.layers.Dense(3, name="logits")(hidden)
-    scores = keras.layers.Softmax(name="softmax")(hidden)
-    model = keras.Model(features, scores)
+    model = tiny_classifier(keras)
     model.save(directory / "model.keras")
     model.export(str(directory / "saved_model"), verbose=False)
 
@@ -67,6 +59,20 @@ def workdir(tmp_path_factory) -> Path:
     (directory / "frontend.json").write_text(json.dumps(FRONTEND))
     (directory / "data.json").write_text(json.dumps(DATA))
     return directory
+
+
+def tiny_classifier(keras_module):
+    """The tiny classifier, built with Keras 3 (`keras`) or Keras 2 (`tf_keras`)."""
+    layers = keras_module.layers
+    keras_module.utils.set_random_seed(0)
+    features = keras_module.Input((INPUT_WIDTH,), name="features")
+    hidden = layers.Reshape((4, 5, 1), name="reshape")(features)
+    hidden = layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(hidden)
+    hidden = layers.Flatten(name="flatten")(hidden)
+    hidden = layers.Dense(EMBEDDING_SIZE, activation="relu", name="embedding")(hidden)
+    hidden = layers.Dense(3, name="logits")(hidden)
+    scores = layers.Softmax(name="softmax")(hidden)
+    return keras_module.Model(features, scores)
 
 
 def convert(workdir: Path, name: str, *extra: str, model: str = "model.keras",
@@ -191,16 +197,8 @@ def keras2_saved_model(directory: Path) -> Path:
     """The tiny model made with Keras 2 (tf_keras) and saved as a SavedModel, as Studio exports."""
     import tf_keras
 
-    tf_keras.utils.set_random_seed(0)
-    features = tf_keras.Input((INPUT_WIDTH,), name="features")
-    hidden = tf_keras.layers.Reshape((4, 5, 1), name="reshape")(features)
-    hidden = tf_keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(hidden)
-    hidden = tf_keras.layers.Flatten(name="flatten")(hidden)
-    hidden = tf_keras.layers.Dense(EMBEDDING_SIZE, activation="relu", name="embedding")(hidden)
-    hidden = tf_keras.layers.Dense(3, name="logits")(hidden)
-    scores = tf_keras.layers.Softmax(name="softmax")(hidden)
     path = directory / "keras2_saved_model"
-    tf_keras.Model(features, scores).save(str(path), save_format="tf")
+    tiny_classifier(tf_keras).save(str(path), save_format="tf")
     assert (path / "keras_metadata.pb").is_file()  # Keras 2's own SavedModel, not Keras 3's export
     return path
 
