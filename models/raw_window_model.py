@@ -788,13 +788,14 @@ def build_and_record(metadata_path: Path, log: Callable[[str], None] = print) ->
     windows = hard_windows(int(metadata["window_samples"]), float(metadata["sampling_freq"]))
     names = list(windows)
     stacked = np.stack([windows[name] for name in names])
-    run_embeddings = embedder_outputs(embedder, frontend_features(metadata, stacked))
+    run_features = frontend_features(metadata, stacked)
+    run_embeddings = embedder_outputs(embedder, run_features)
     errors = dict(zip(names, (relative_l2(a, b) for a, b in
                               zip(raw_model_outputs(raw, stacked), run_embeddings))))
     worst_window = max(errors, key=errors.get)
     # The int8 embedder absorbs most float32 rounding; the features show what is left of it.
     feature_errors = [relative_l2(a, b) for a, b in zip(
-        _run_rows(frontend, stacked.astype(np.float32)), frontend_features(metadata, stacked))]
+        _run_rows(frontend, stacked.astype(np.float32)), run_features)]
     worst_feature = int(np.argmax(feature_errors))
     for name, error, feature_error in zip(errors, errors.values(), feature_errors):
         log(f"{name:32s} embedding relative L2 {error:.3g}, features {feature_error:.3g}")

@@ -61,19 +61,10 @@ def esc10_windows() -> dict[str, np.ndarray]:
 @functools.lru_cache(maxsize=None)
 def served(model: str) -> tuple[bytes, list[str], np.ndarray, np.ndarray]:
     """(the /tflite-impl file, window names, windows, /batch embeddings) from the real server."""
-    import os
-
+    from dsp.registry import all_blocks
     from dsp_server import create_app
 
-    previous = os.environ.get("EMBEDDINGS_MODEL")
-    os.environ["EMBEDDINGS_MODEL"] = MODELS[model]
-    try:
-        client = create_app().test_client()
-    finally:
-        if previous is None:
-            del os.environ["EMBEDDINGS_MODEL"]
-        else:
-            os.environ["EMBEDDINGS_MODEL"] = previous
+    client = create_app(blocks=all_blocks(MODELS[model])).test_client()
     windows = {**hard_windows(WINDOW, RATE), **realistic_windows(), **esc10_windows()}
     names = list(windows)
     stacked = np.stack([windows[name] for name in names])
