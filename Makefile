@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 4446
 
-.PHONY: install install-train run test bench load-test features samples clean
+.PHONY: install install-train run test bench load-test features samples clean device device-sdk device-footprint
 
 install: $(VENV)/.installed
 
@@ -59,8 +59,22 @@ samples: install
 load-test: install
 	$(BIN)/python bench/load_test.py --seconds 60 --output LOAD_TEST.md
 
+# The fusion blocks' C code (device/): the host library (ctypes, tests) and the Cortex-M4F firmware
+# for QEMU's mps2-an386; installs Debian's cross compiler and QEMU as root when they are missing.
+device: install
+	$(BIN)/python -m device.build host
+	$(BIN)/python -m device.build firmware
+
+# The folder to copy into an Edge Impulse C++ export (README, "On the device"): SDK_OUT=dir to choose.
+device-sdk: install
+	$(BIN)/python -m device.sdk $(SDK_OUT)
+
+# Flash, static RAM, stack and instructions per sample on the Cortex-M4F: device/footprint.json.
+device-footprint: install
+	$(BIN)/python -m device.footprint
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis build/device
 
 # The root block's parameters.json, which `edge-impulse-blocks push` reads: `make parameters.json DSP_BLOCK=mfe`.
 .PHONY: parameters.json

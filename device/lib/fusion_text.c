@@ -1,0 +1,122 @@
+#include "fusion_text.h"
+
+#include <math.h>
+
+static bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+bool fusion_text_equals(const char *text, const char *expected) {
+    if (text == NULL || expected == NULL) {
+        return false;
+    }
+    while (*text != '\0' && *text == *expected) {
+        text++;
+        expected++;
+    }
+    return *text == *expected;
+}
+
+bool fusion_text_blank(const char *text) {
+    if (text == NULL) {
+        return true;
+    }
+    for (; *text != '\0'; text++) {
+        if (!is_space(*text)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* One decimal number from *cursor, which moves past it. The digits are gathered as an integer
+ * (up to 19 significant ones, more than double holds) and scaled by a power of ten once, so the
+ * result is within an ulp or two of the correctly rounded value: far below float32's step. */
+static bool parse_number(const char **cursor, double *out) {
+    const char *p = *cursor;
+    bool negative = false;
+    if (*p == '+' || *p == '-') {
+        negative = *p == '-';
+        p++;
+    }
+    unsigned long long mantissa = 0;
+    int significant = 0, exponent = 0, digits = 0;
+    for (; is_digit(*p); p++, digits++) {
+        if (significant < 19) {
+            mantissa = mantissa * 10u + (unsigned)(*p - '0');
+            if (mantissa != 0) significant++;
+        } else {
+            exponent++;
+        }
+    }
+    if (*p == '.') {
+        for (p++; is_digit(*p); p++, digits++) {
+            if (significant < 19) {
+                mantissa = mantissa * 10u + (unsigned)(*p - '0');
+                if (mantissa != 0) significant++;
+                exponent--;
+            }
+        }
+    }
+    if (digits == 0) {
+        return false;
+    }
+    if (*p == 'e' || *p == 'E') {
+        const char *q = p + 1;
+        bool negative_exponent = false;
+        if (*q == '+' || *q == '-') {
+            negative_exponent = *q == '-';
+            q++;
+        }
+        if (!is_digit(*q)) {
+            return false;
+        }
+        int value = 0;
+        for (; is_digit(*q); q++) {
+            if (value < 10000) value = value * 10 + (*q - '0');
+        }
+        exponent += negative_exponent ? -value : value;
+        p = q;
+    }
+    double number = (double)mantissa;
+    if (mantissa != 0 && exponent != 0) {
+        /* Two steps keep 10^|exponent| finite for numbers such as 1e-320. */
+        if (exponent < -300) {
+            number /= pow(10.0, 300.0);
+            exponent += 300;
+        }
+        number = exponent < 0 ? number / pow(10.0, (double)-exponent) : number * pow(10.0, (double)exponent);
+    }
+    if (!isfinite(number)) {
+        return false;
+    }
+    *out = negative ? -number : number;
+    *cursor = p;
+    return true;
+}
+
+int fusion_parse_numbers(const char *text, double *out, int capacity) {
+    if (fusion_text_blank(text)) {
+        return 0;
+    }
+    int count = 0;
+    const char *p = text;
+    for (;;) {
+        while (is_space(*p)) p++;
+        double value;
+        if (!parse_number(&p, &value)) {
+            return -1;
+        }
+        if (count < capacity) {
+            out[count] = value;
+        }
+        count++;
+        while (is_space(*p)) p++;
+        if (*p == '\0') {
+            return count;
+        }
+        if (*p != ',' && *p != ';') {
+            return -1;
+        }
+        p++;
+    }
+}
