@@ -117,7 +117,9 @@ static uint32_t stack_used(uint32_t *top) {
 
 static uint32_t timer_now(void) { return TIMER0_VALUE; }
 static void timer_start(void) {
-    timer_start();
+    TIMER0_RELOAD = 0xFFFFFFFFu;
+    TIMER0_VALUE = 0xFFFFFFFFu;
+    TIMER0_CTRL = 1u;
 }
 #endif
 

@@ -78,13 +78,19 @@ static bool parse_number(const char **cursor, double *out) {
         p = q;
     }
     double number = (double)mantissa;
-    if (mantissa != 0 && exponent != 0) {
-        /* Two steps keep 10^|exponent| finite for numbers such as 1e-320. */
-        if (exponent < -300) {
-            number /= pow(10.0, 300.0);
-            exponent += 300;
+    if (mantissa != 0) {
+        /* Powers of ten by repeated multiplication, not pow(): pow costs 4.6 KB of flash on a
+         * Cortex-M, and up to 10^22 every step is exact. */
+        if (exponent > 330) {
+            return false; /* infinite, as Python reads it: refused */
         }
-        number = exponent < 0 ? number / pow(10.0, (double)-exponent) : number * pow(10.0, (double)exponent);
+        if (exponent < -330) {
+            exponent = -330; /* zero, or nearly: below anything a setting takes */
+        }
+        double scale = 1.0;
+        int steps = exponent < 0 ? -exponent : exponent;
+        for (int i = 0; i < steps; i++) scale *= 10.0; /* inf past 1e308, and then 0 or inf below */
+        number = exponent < 0 ? number / scale : number * scale;
     }
     if (!isfinite(number)) {
         return false;
