@@ -188,7 +188,7 @@ def adapter_harness(sdk_types: Path, named_axes: bool = True) -> Path:
             scratch = Path(scratch)
             (scratch / "model-parameters").mkdir()
             (scratch / "model-parameters" / "model_metadata.h").write_text(header)
-            includes = [f"-I{LIB}", f"-I{vqf}", f"-I{FIRMWARE}", f"-I{EDGE_IMPULSE}", f"-I{sdk_types}", f"-I{scratch}"]
+            includes = [f"-I{LIB}", f"-I{vqf}", f"-I{FIRMWARE}", f"-I{EDGE_IMPULSE}", "-isystem", str(sdk_types), f"-I{scratch}"]
             objects = []
             for source in sources:
                 obj = scratch / (source.name + ".o")
@@ -255,13 +255,17 @@ def cross_objects(flags: list[str] | None = None) -> tuple[Path, list[Path]]:
 
 
 def firmware(name: str = "fusion_harness", main: Path | None = None, extra_flags: list[str] | None = None,
-             semihosting: bool = True, generated: dict[str, str] | None = None) -> Path:
+             semihosting: bool = True, generated: dict[str, str] | None = None,
+             library_flags: list[str] | None = None) -> Path:
     """An ELF for QEMU's mps2-an386 linking the blocks with `main` (default: the harness that
     runs windows read through semihosting). Without semihosting it links against no I/O at all,
-    as a footprint probe. `generated`: header name -> text, written beside `main`'s build."""
+    as a footprint probe. `generated`: header name -> text, written beside `main`'s build;
+    `library_flags`: extra flags for the blocks' own compile (e.g. -DKALMAN_WITH_VQF=0)."""
     main = main or FIRMWARE / "harness.c"
-    folder, objects = cross_objects()
-    support = [FIRMWARE / "system_mps2.c", main] + ([FIRMWARE / "harness_engine_direct.c"] if main.name == "harness.c" else [])
+    folder, objects = cross_objects(library_flags)
+    support = [FIRMWARE / "system_mps2.c", main]
+    if main.name == "harness.c":
+        support.append(FIRMWARE / "harness_engine_direct.c")
     specs = "--specs=rdimon.specs" if semihosting else "--specs=nosys.specs"
     generated = generated or {}
     key = _key([specs, *(extra_flags or []), *(f"{k}={v}" for k, v in sorted(generated.items()))],

@@ -21,12 +21,12 @@ from tests.shared_data import EI_DSP_TYPES
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCKS = {"fuzzy-off-arm": "fuzzy_off_arm.h", "kalman": "kalman.h"}
-# What the blocks may call: <math.h>, the compiler's own helpers (soft double, division) and
-# the memory functions GCC emits for struct copies.
-LIBM = {"sqrtf", "sinf", "cosf", "atan2f", "asinf", "acosf", "expf", "floorf", "fmodf", "fabsf", "logf", "powf",
-        "tanf", "atanf", "roundf", "sqrt", "sin", "cos", "atan2", "asin", "acos", "exp", "floor", "fmod", "fabs",
-        "pow", "log", "round", "ceil", "ceilf", "lroundf", "nanf"}
-MEMORY = {"memcpy", "memset", "memmove"}
+# What the blocks may call: <math.h>, <string.h>'s memory and string functions (none of which
+# allocates) and the compiler's own helpers (__aeabi_*: soft double, division).
+LIBM = {f"{name}{suffix}" for suffix in ("", "f") for name in (
+    "sqrt", "sin", "cos", "tan", "atan", "atan2", "asin", "acos", "exp", "log", "log10", "pow", "floor", "ceil",
+    "round", "lround", "rint", "fmod", "fabs", "fmin", "fmax", "nan")}
+MEMORY = {"memcpy", "memset", "memmove", "memcmp", "strlen", "strchr", "strcmp", "strncmp"}
 
 pytestmark = pytest.mark.skipif(not EI_DSP_TYPES.exists(), reason=f"{EI_DSP_TYPES} is absent")
 
@@ -121,7 +121,7 @@ def test_adapters_compile_for_an_export_without_named_axes(tmp_path):
     (tmp_path / "model-parameters" / "model_metadata.h").write_text(header)
     for source in build.adapter_sources():
         subprocess.run([cxx, "-std=c++11", "-Wall", "-Wextra", "-Werror", "-DEI_FUSION_CONFIG_HAS_NAMED_AXES=0",
-                        f"-I{build.LIB}", f"-I{build.EDGE_IMPULSE}", f"-I{EI_DSP_TYPES}", f"-I{tmp_path}",
+                        f"-I{build.LIB}", f"-I{build.EDGE_IMPULSE}", "-isystem", str(EI_DSP_TYPES), f"-I{tmp_path}",
                         "-c", str(source), "-o", str(tmp_path / (source.name + ".o"))], check=True)
 
 
@@ -141,7 +141,7 @@ def test_device_sdk_folder_builds_alone_with_vqf_and_its_licence(tmp_path):
     for source in sorted(out.glob("*.c")) + sorted(out.glob("*.cpp")):
         obj = tmp_path / (source.name + ".o")
         compiler = [cc, "-std=c11"] if source.suffix == ".c" else [cxx, "-std=c++11"]
-        subprocess.run([*compiler, "-Wall", "-Wextra", "-Werror", f"-I{out}", f"-I{export}", f"-I{EI_DSP_TYPES}",
+        subprocess.run([*compiler, "-Wall", "-Wextra", "-Werror", f"-I{out}", f"-I{export}", "-isystem", str(EI_DSP_TYPES),
                         "-c", str(source), "-o", str(obj)], check=True)
         objects.append(str(obj))
     symbols = subprocess.run(["nm", "-C", *objects], capture_output=True, text=True, check=True).stdout

@@ -58,6 +58,8 @@ bool columns_of(const Config *config, const char *const *axis_names, int columns
         }
         return true;
     }
+#else
+    (void)axis_names;
 #endif
     for (int i = 0; i < DeclaredAxes && i < config->axes; i++) columns[i] = i;
     return true;

@@ -94,23 +94,32 @@ static void write_status(int code, const char *message) {
 }
 
 #ifdef HARNESS_HOST
+static uint32_t host_stack_word[64];
+static uint32_t *current_stack_pointer(void) { return host_stack_word + 64; }
 static uint32_t timer_now(void) { return 0; }
 static void timer_start(void) {}
 static void paint_stack(uint32_t *top) { (void)top; }
 static uint32_t stack_used(uint32_t *top) { (void)top; return 0; }
 #else
-/* The stack's lowest address, from the linker script. Everything between it and `top` (just
- * below main's frame) is painted before a call and scanned after it: the deepest word the call
- * changed is how much stack it used, libm and the window reader included. */
-extern uint32_t __StackLimit;
+/* The words from PAINT_BYTES below `top` (just under the stack pointer) up to `top` are painted
+ * before a call and scanned after it: the deepest word the call changed is how much stack it
+ * used, libm and the window reader included. (Newlib's semihosting start-up places the stack
+ * where QEMU says, so the region is taken from the stack pointer, not the linker script.) */
 #define STACK_PAINT 0xC0FFEE11u
+#define PAINT_BYTES (48u * 1024u)
+
+static inline __attribute__((always_inline)) uint32_t *current_stack_pointer(void) {
+    uint32_t *sp;
+    __asm volatile("mov %0, sp" : "=r"(sp));
+    return sp;
+}
 
 static void paint_stack(uint32_t *top) {
-    for (uint32_t *word = &__StackLimit; word < top; word++) *word = STACK_PAINT;
+    for (uint32_t *word = top - PAINT_BYTES / 4u; word < top; word++) *word = STACK_PAINT;
 }
 
 static uint32_t stack_used(uint32_t *top) {
-    uint32_t *word = &__StackLimit;
+    uint32_t *word = top - PAINT_BYTES / 4u;
     while (word < top && *word == STACK_PAINT) word++;
     return (uint32_t)((char *)top - (char *)word);
 }
@@ -178,8 +187,9 @@ int main(void) {
         }
         fusion_window_t window = {fusion_read_memory, window_values, samples, input_axes};
         size_t count = 0;
-        /* 256 bytes below main's frame: room for paint_stack's own frame, never painted. */
-        uint32_t *top = (uint32_t *)__builtin_frame_address(0) - 64;
+        /* 256 bytes below the stack pointer: everything main keeps is above it, and paint_stack's
+         * own frame fits in the gap, which is never painted. */
+        uint32_t *top = current_stack_pointer() - 64;
         paint_stack(top);
         uint32_t start = timer_now();
         code = engine_process((int)block, &window, features, sizeof features / sizeof features[0], &count);

@@ -556,6 +556,12 @@ static int init_settings(kalman_t *block, const kalman_params_t *p, float sampli
         put_char(&m, '.');
         return FUSION_ERR_PARAMETER;
     }
+#if !KALMAN_WITH_VQF
+    if (fusion_text_equals(p->filter, "vqf")) {
+        return fail(block, FUSION_ERR_UNSUPPORTED,
+                    "This firmware was built without the vqf filter (KALMAN_WITH_VQF=0); choose another filter.");
+    }
+#endif
     static const orientation_filter_t orientation_filters[5] = {ORIENTATION_EKF, ORIENTATION_COMPLEMENTARY,
                                                                 ORIENTATION_MADGWICK, ORIENTATION_MAHONY,
                                                                 ORIENTATION_VQF};
@@ -643,10 +649,12 @@ void kalman_reset(kalman_t *block) {
     if (block == NULL || !block->ready) return;
     memset(&block->stream, 0, sizeof block->stream);
     block->stream.started = false;
+#if KALMAN_WITH_VQF
     if (block->kind == KIND_ORIENTATION && block->filter == ORIENTATION_VQF) {
         vqf_bridge_init(&block->stream.u.orientation.vqf, (float)block->orientation.dt, block->vqf_tau_acc,
                         block->vqf_tau_mag);
     }
+#endif
     block->saved = block->stream;
     block->message[0] = '\0';
 }
@@ -856,6 +864,9 @@ static int start_orientation(kalman_t *block, const fusion_window_t *window, siz
 
 /* vqf over one chunk, through VQF's own C++ (float32): quat6D, or quat9D with a magnetometer. */
 static void run_vqf(kalman_t *block, size_t count) {
+#if !KALMAN_WITH_VQF
+    (void)block, (void)count;
+#else
     orientation_state_t *st = &block->stream.u.orientation.filter;
     vqf_bridge_t *vqf = &block->stream.u.orientation.vqf;
     for (size_t i = 0; i < count; i++) {
@@ -878,6 +889,7 @@ static void run_vqf(kalman_t *block, size_t count) {
         for (int k = 0; k < 3; k++) st->bias[k] = (fusion_real_t)b[k];
         memcpy(block->quat[i], st->q, sizeof st->q);
     }
+#endif
 }
 
 /* One pass over the window: the checks' raw material (non-finite values, the norms for the units
@@ -930,7 +942,7 @@ static int orientation_window(kalman_t *block, const fusion_window_t *window, si
             scan.gyr_fast += g2 > gyr_fast2;
             if (has_mag && !scan.mag_seen) scan.mag_seen = m[0] != FR(0.0) || m[1] != FR(0.0) || m[2] != FR(0.0);
         }
-        if (block->filter == ORIENTATION_VQF) {
+        if (KALMAN_WITH_VQF && block->filter == ORIENTATION_VQF) {
             run_vqf(block, count);
         } else {
             orientation_run(&block->orientation, st, count, (const fusion_real_t(*)[3])block->acc,

@@ -68,6 +68,12 @@ typedef struct {
 #ifndef KALMAN_MAX_WINDOW_SAMPLES
 #define KALMAN_MAX_WINDOW_SAMPLES 1024
 #endif
+/* 0 leaves VQF out of the firmware (about 13 KB of flash: VQF and the double-precision trig it
+ * pulls in): init then refuses filter vqf with FUSION_ERR_UNSUPPORTED, and vqf_bridge.cpp and
+ * vqf_single_precision.cpp need not be compiled. */
+#ifndef KALMAN_WITH_VQF
+#define KALMAN_WITH_VQF 1
+#endif
 /* The window is read this many values at a time (32 samples of 9 axes). */
 #define KALMAN_CHUNK_VALUES 288
 #define KALMAN_CHUNK_SAMPLES 32
