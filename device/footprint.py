@@ -147,7 +147,10 @@ def _fuzzy_body(params: dict) -> dict:
     rng = np.random.default_rng(5)
     n = int(SECONDS * FS_FUZZY)
     light = rng.uniform(0, 300, n)
-    motion = rng.choice([-1.0, 0.0, 1.0], n, p=[0.05, 0.85, 0.10])
+    if params.get("motion-input") == "quantity":
+        motion = rng.uniform(0, 1, n)
+    else:
+        motion = rng.choice([-1.0, 0.0, 1.0], n, p=[0.05, 0.85, 0.10])
     hr = (rng.uniform(size=n) < 0.7).astype(float)
     raw = np.column_stack([light, motion, hr])
     size = int(WINDOW_SECONDS * FS_FUZZY)
