@@ -48,3 +48,21 @@ def test_a_refused_window_is_an_error_code_on_the_firmware_too():
     with pytest.raises(DeviceError) as caught:
         run_windows("kalman", {**body, "features": broken}, engine="qemu")
     assert caught.value.window == 1 and caught.value.code < 0
+
+
+def test_recorded_flash_and_ram_are_what_this_tree_builds():
+    """device/footprint.json (and the README's table) are this tree's: rebuilt, the probes have
+    the recorded sizes (same compiler version; other versions are not comparable)."""
+    import json
+    import subprocess
+
+    from device import footprint
+
+    recorded = json.loads(footprint.OUTPUT.read_text())
+    version = subprocess.run(["arm-none-eabi-gcc", "-dumpversion"], capture_output=True, text=True).stdout.strip()
+    if version not in recorded["machine"]:
+        pytest.skip(f"footprint.json was measured with another arm-none-eabi-gcc than {version}")
+    for block, entry in recorded["blocks"].items():
+        measured = footprint.flash_and_ram(block)
+        assert measured == {"flash_bytes": entry["flash_bytes"], "static_ram_bytes": entry["static_ram_bytes"]}, (
+            f"{block}: run `make device-footprint` and update the README's table")
