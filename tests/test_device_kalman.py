@@ -69,8 +69,12 @@ def client():
     from dsp_server import create_app
 
     app = create_app(blocks={"kalman": kalman.BLOCK}, root_block="kalman")
-    logging.getLogger("dsp_server.access").setLevel(logging.WARNING)
-    return app.test_client()
+    # Quiet the access log for these thousands of requests, and give it back to the other tests.
+    access = logging.getLogger("dsp_server.access")
+    level = access.level
+    access.setLevel(logging.WARNING)
+    yield app.test_client()
+    access.setLevel(level)
 
 
 @pytest.fixture(scope="module", autouse=True)
