@@ -31,7 +31,7 @@ bool fusion_text_blank(const char *text) {
 /* One decimal number from *cursor, which moves past it. The digits are gathered as an integer
  * (up to 19 significant ones, more than double holds) and scaled by a power of ten once, so the
  * result is within an ulp or two of the correctly rounded value: far below float32's step. */
-static bool parse_number(const char **cursor, double *out) {
+bool fusion_parse_number(const char **cursor, double *out) {
     const char *p = *cursor;
     bool negative = false;
     if (*p == '+' || *p == '-') {
@@ -109,7 +109,7 @@ int fusion_parse_numbers(const char *text, double *out, int capacity) {
     for (;;) {
         while (is_space(*p)) p++;
         double value;
-        if (!parse_number(&p, &value)) {
+        if (!fusion_parse_number(&p, &value)) {
             return -1;
         }
         if (count < capacity) {

@@ -17,6 +17,11 @@ bool fusion_text_equals(const char *text, const char *expected);
 /* True when `text` is NULL or holds only spaces, tabs and line breaks. */
 bool fusion_text_blank(const char *text);
 
+/* Reads one decimal number at *cursor (an optional sign, digits with an optional '.', an optional
+ * exponent) and moves *cursor past it. False when there is no number there or it is beyond
+ * double's range (Python reads that as infinity). */
+bool fusion_parse_number(const char **cursor, double *out);
+
 /* Reads numbers separated by commas or semicolons (spaces around them allowed), as Python's
  * float() reads each part: an optional sign, digits with an optional '.', an optional exponent,
  * "inf"/"nan" refused. Stores at most `capacity` of them in `out` and returns how many the text

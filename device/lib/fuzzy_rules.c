@@ -504,54 +504,14 @@ static int find_set(const fuzzy_variable_t *variable, const clause_t *clause, in
     return -1;
 }
 
-/* A JSON number token as Python's json reads it (at most 19 significant digits kept). */
+/* A JSON number token (the tokenizer has checked its grammar) as Python's json reads it. */
 static double read_number(const char *p) {
     if (starts_with(p, "NaN")) return (double)NAN;
     if (starts_with(p, "Infinity")) return (double)INFINITY;
     if (starts_with(p, "-Infinity")) return -(double)INFINITY;
-    bool negative = *p == '-';
-    if (negative) p++;
-    unsigned long long mantissa = 0;
-    int significant = 0;
-    long exponent = 0;
-    for (; is_digit(*p); p++) {
-        if (significant < 19) {
-            mantissa = mantissa * 10u + (unsigned)(*p - '0');
-            if (mantissa != 0) significant++;
-        } else {
-            exponent++;
-        }
-    }
-    if (*p == '.') {
-        for (p++; is_digit(*p); p++) {
-            if (significant < 19) {
-                mantissa = mantissa * 10u + (unsigned)(*p - '0');
-                if (mantissa != 0) significant++;
-                exponent--;
-            }
-        }
-    }
-    if (*p == 'e' || *p == 'E') {
-        p++;
-        bool down = *p == '-';
-        if (*p == '+' || *p == '-') p++;
-        long value = 0;
-        for (; is_digit(*p); p++) {
-            if (value < 100000) value = value * 10 + (*p - '0');
-        }
-        exponent += down ? -value : value;
-    }
-    double number = (double)mantissa;
-    if (mantissa != 0 && exponent != 0) {
-        if (exponent > 400) return negative ? -(double)INFINITY : (double)INFINITY;
-        if (exponent < -400) return negative ? -0.0 : 0.0;
-        /* Powers of ten by multiplication: exact up to 1e22, which covers every weight written
-         * with up to 22 decimals; beyond, off by a few ulps, far below what a weight can mean. */
-        double scale = 1.0;
-        for (long i = exponent < 0 ? -exponent : exponent; i > 0; i--) scale *= 10.0;
-        number = exponent < 0 ? number / scale : number * scale;
-    }
-    return negative ? -number : number;
+    double value;
+    if (fusion_parse_number(&p, &value)) return value;
+    return *p == '-' ? -(double)INFINITY : (double)INFINITY; /* past double's range */
 }
 
 #endif /* FUZZY_RULES_JSON */
