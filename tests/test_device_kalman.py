@@ -69,8 +69,12 @@ def client():
     from dsp_server import create_app
 
     app = create_app(blocks={"kalman": kalman.BLOCK}, root_block="kalman")
-    logging.getLogger("dsp_server.access").setLevel(logging.WARNING)
-    return app.test_client()
+    # Quiet for this module only: a later test in the same worker reads the access log.
+    access_log = logging.getLogger("dsp_server.access")
+    level = access_log.level
+    access_log.setLevel(logging.WARNING)
+    yield app.test_client()
+    access_log.setLevel(level)
 
 
 @pytest.fixture(scope="module", autouse=True)
