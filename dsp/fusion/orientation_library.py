@@ -13,7 +13,7 @@ import functools
 import os
 from pathlib import Path
 
-__all__ = ["ENV", "DEFAULT_PATH", "SETTINGS", "LibraryError", "library", "path", "address"]
+__all__ = ["ENV", "DEFAULT_PATH", "SETTINGS", "LibraryError", "library", "path"]
 
 ENV = "DSP_ORIENTATION_LIBRARY"
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "build" / "server" / "liborientation_f64.so"
@@ -21,19 +21,6 @@ DEFAULT_PATH = Path(__file__).resolve().parents[2] / "build" / "server" / "libor
 SETTINGS = ("tau", "tau_mag", "alpha", "alpha_mag", "beta", "kp", "ki", "bias_max_rate", "gyro_noise",
             "bias_walk", "bias_init", "acc_noise", "acc_inflation", "rate_inflation", "innovation_inflation",
             "acc_gate", "mag_noise", "mag_norm_tol", "mag_dip_tol", "mag_ref_tau")
-
-
-_BYTE = ctypes.c_char
-
-
-def address(array) -> int:
-    """The address of a contiguous numpy array's data, for a c_void_p argument. A ctypes view of
-    the buffer gives it in a third of the time of `array.ctypes.data` (which a read-only array
-    still needs); per call of a short chunk that time is more than the C code's."""
-    try:
-        return ctypes.addressof(_BYTE.from_buffer(array))
-    except TypeError:
-        return array.ctypes.data
 
 
 class LibraryError(RuntimeError):
