@@ -1,5 +1,18 @@
 # The DSP block server, as `edge-impulse-blocks push` and the runner build it.
 # The runner and push read the port from the first EXPOSE line (a bare number): keep it first.
+
+# Build stage: the orientation filters' C library (float64) that the kalman block loads. Only the
+# .so goes into the server image, not the compiler (the slim base has none).
+FROM python:3.11-slim AS orientation-library
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY device/__init__.py device/build.py device/
+COPY device/lib/orientation_filters.c device/lib/orientation_filters.h device/lib/fusion_window.h device/lib/
+COPY device/server/ device/server/
+RUN python3 -m device.build server
+
 FROM python:3.11-slim
 EXPOSE 4446
 
@@ -9,8 +22,7 @@ ARG EXTRA_CA_CERTS=""
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOST=0.0.0.0 \
-    PORT=4446 \
-    NUMBA_CACHE_DIR=/app/.numba-cache
+    PORT=4446
 
 WORKDIR /app
 COPY requirements.txt ./
@@ -27,12 +39,11 @@ RUN set -eu; \
 COPY dsp/ dsp/
 COPY models/*.json models/*.tflite models/
 COPY dsp_server.py gunicorn.conf.py parameters.json ./
+# Where dsp/fusion/orientation_library.py looks by default: /app/build/server/.
+COPY --from=orientation-library /src/build/server/liborientation_f64.so build/server/
 
-RUN useradd --system --uid 10001 --no-create-home dsp \
-    && mkdir -p "$NUMBA_CACHE_DIR" && chown dsp "$NUMBA_CACHE_DIR"
+RUN useradd --system --uid 10001 --no-create-home dsp
 USER dsp
-# Compile the numba filters into the image, so a container starts without a compiler pause.
-RUN /opt/venv/bin/python -c "from dsp.fusion import orientation; orientation.warm_up()"
 
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s \
     CMD python3 -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/parameters' % os.environ.get('PORT', '4446'), timeout=4)"

@@ -1,12 +1,18 @@
-# Every target builds on `make install`, which creates .venv from the pinned requirements files.
+# Every target builds on `make install`, which creates .venv from the pinned requirements files and
+# builds the orientation filters' C library the server loads (build/server/; needs a C compiler).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 4446
 
-.PHONY: install install-train run test bench load-test features samples clean device device-sdk device-footprint
+.PHONY: install install-train server-library run test bench load-test features samples clean device device-sdk device-footprint
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed server-library
+
+# The C filters in float64 (device/server/orientation_server.c): rebuilt only when their sources
+# change (device.build caches by hash); a missing compiler is reported with how to install one.
+server-library: $(VENV)/.installed
+	$(BIN)/python -m device.build server
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +29,7 @@ $(VENV)/.installed-train: $(VENV)/.installed requirements-train.txt
 run: install
 	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py "dsp_server:create_app()"
 
-test: install-train
+test: install install-train
 	$(BIN)/python -m pytest -q
 
 bench: install
@@ -74,7 +80,7 @@ device-footprint: install
 	$(BIN)/python -m device.footprint
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build/device
+	rm -rf $(VENV) .pytest_cache .hypothesis build/device build/server
 
 # The root block's parameters.json, which `edge-impulse-blocks push` reads: `make parameters.json DSP_BLOCK=mfe`.
 .PHONY: parameters.json

@@ -99,7 +99,7 @@ def ahrs_rows() -> list[dict]:
 
     stream = make_imu_stream(seconds=SAMPLES / FS, fs=FS, seed=0)
     acc, gyr = stream.acc, stream.gyr
-    orientation.warm_up()
+    orientation.load_library()  # the C library's first load is not a filter's time
     # The ahrs package's filter of the same family, on the same data (vqf has no counterpart there).
     counterparts = {"complementary": Complementary, "ekf": EKF, "madgwick": Madgwick, "mahony": Mahony}
     rows = []

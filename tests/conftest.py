@@ -1,11 +1,26 @@
-"""Shared fixtures: apps built from a test registry, and the real app."""
+"""Shared fixtures: apps built from a test registry, and the real app; the orientation filters'
+C library built from the current sources for the whole session."""
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
 
 from dsp.core.block import BatchFeatures, Block, Features, Request
 from dsp.core.errors import ConfigurationError
+
+def pytest_configure(config):
+    # Built (or found in device.build's cache, keyed by the sources' hash) and pointed to for this
+    # process and the servers tests start, so no test runs a library older than the C code.
+    from device import build
+    from dsp.fusion import orientation_library
+
+    try:
+        os.environ[orientation_library.ENV] = str(build.server_library())
+    except build.BuildError as exc:
+        raise pytest.UsageError(f"cannot build the orientation filters' C library: {exc}") from None
+
 
 PROBE_PARAMETERS = {
     "version": 1,

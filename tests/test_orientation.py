@@ -326,3 +326,51 @@ def test_gimbal_lock_reads_roll_zero_and_puts_the_rest_in_yaw(pitch):
     assert roll == 0.0 and locked_pitch == pytest.approx(pitch)
     # Only yaw - roll (at +90) or yaw + roll (at -90) is defined there.
     assert yaw == pytest.approx(1.0 - 0.3 if pitch > 0 else 1.0 + 0.3)
+
+
+# --- the C library --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_library(monkeypatch, tmp_path):
+    from dsp.fusion import orientation_library
+
+    monkeypatch.setenv(orientation_library.ENV, str(tmp_path / "missing.so"))
+    orientation_library.library.cache_clear()
+    yield orientation_library
+    monkeypatch.undo()
+    orientation_library.library.cache_clear()
+
+
+def test_a_missing_library_says_how_to_build_it(no_library, stream):
+    with pytest.raises(no_library.LibraryError, match=r"missing at .*missing\.so: build it with `make install`"):
+        run_filter("ekf", stream.acc[:10], stream.gyr[:10], None, stream.fs, None, None)
+
+
+def test_the_server_stops_at_start_with_one_line_without_the_library(no_library):
+    from dsp.registry import all_blocks
+
+    with pytest.raises(SystemExit) as stopped:
+        all_blocks()
+    message = str(stopped.value.code)
+    assert "make install" in message and no_library.ENV in message and "\n" not in message
+
+
+def test_ekf_state_carries_a_symmetric_covariance(stream):
+    state = run_filter("ekf", stream.acc[:500], stream.gyr[:500], stream.mag[:500], stream.fs, None, None).state
+    covariance = np.array(state["covariance"]).reshape(6, 6)
+    np.testing.assert_array_equal(covariance, covariance.T)
+    assert (np.linalg.eigvalsh(covariance) > 0).all()
+    assert state["mag_reference"][0] > 0
+
+
+def test_read_only_inputs_give_the_same_track(stream):
+    # Bodies decoded from JSON buffers arrive as read-only arrays; the C call must take them too.
+    acc, gyr, mag = (np.array(a[:300]) for a in (stream.acc, stream.gyr, stream.mag))
+    for array in (acc, gyr, mag):
+        array.flags.writeable = False
+    for name in FILTERS:
+        frozen = run_filter(name, acc, gyr, mag, stream.fs, None, None)
+        plain = run_filter(name, stream.acc[:300], stream.gyr[:300], stream.mag[:300], stream.fs, None, None)
+        np.testing.assert_array_equal(frozen.quat, plain.quat)
+        np.testing.assert_array_equal(frozen.innovation, plain.innovation)

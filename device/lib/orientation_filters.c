@@ -667,3 +667,19 @@ void orientation_run(const orientation_config_t *c, orientation_state_t *st, siz
         break;
     }
 }
+
+void orientation_run_with_bias(const orientation_config_t *c, orientation_state_t *st, size_t n,
+                               const fusion_real_t (*acc)[3], const fusion_real_t (*gyr)[3],
+                               const fusion_real_t (*mag)[3], fusion_real_t (*quat_out)[4],
+                               fusion_real_t (*bias_out)[3], fusion_real_t *innovation_out) {
+    if (bias_out == NULL) {
+        orientation_run(c, st, n, acc, gyr, mag, quat_out, innovation_out);
+        return;
+    }
+    /* One sample per orientation_run call, so the recursions stay written once; the extra call
+     * and switch cost a few nanoseconds a sample. */
+    for (size_t i = 0; i < n; i++) {
+        orientation_run(c, st, 1, acc + i, gyr + i, mag != NULL ? mag + i : NULL, quat_out + i, innovation_out + i);
+        memcpy(bias_out[i], st->bias, sizeof st->bias);
+    }
+}

@@ -89,6 +89,14 @@ void orientation_run(const orientation_config_t *config, orientation_state_t *st
                      const fusion_real_t (*acc)[3], const fusion_real_t (*gyr)[3], const fusion_real_t (*mag)[3],
                      fusion_real_t (*quat_out)[4], fusion_real_t *innovation_out);
 
+/* orientation_run that also writes each sample's gyro bias estimate (rad/s; what ekf and mahony
+ * learn, the start value for the others) to bias_out, or nothing when bias_out is NULL. The
+ * server's float64 library (device/server/orientation_server.c) reports it per sample. */
+void orientation_run_with_bias(const orientation_config_t *config, orientation_state_t *state, size_t n,
+                               const fusion_real_t (*acc)[3], const fusion_real_t (*gyr)[3],
+                               const fusion_real_t (*mag)[3], fusion_real_t (*quat_out)[4],
+                               fusion_real_t (*bias_out)[3], fusion_real_t *innovation_out);
+
 /* The angle (rad) between the measured accelerometer direction and the gravity direction
  * predicted by q_prev propagated with this sample's bias-corrected gyro. */
 fusion_real_t orientation_innovation(const fusion_real_t q_prev[4], const fusion_real_t bias_prev[3],

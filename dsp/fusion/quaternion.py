@@ -14,14 +14,13 @@ Conventions (the whole project uses these):
   Careful: the multi-sensor-fusion lesson calls atan2(ax, ...) "roll" and atan2(ay, ...) "pitch",
   i.e. the other way round. Here roll is always the rotation about the sensor x axis.
 
-The ``_``-prefixed helpers are numba-compiled scalar kernels working on tuples (no allocation in
-the per-sample loops); the public functions are vectorised numpy for callers and tests.
+The filters themselves are C (`dsp.fusion.orientation`); these are numpy helpers for callers and
+tests, and the start-of-stream orientation.
 """
 from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
 __all__ = [
@@ -34,69 +33,9 @@ __all__ = [
     "orientation_errors",
 ]
 
-_JIT = dict(cache=True, nogil=True, inline="always", error_model="numpy")
 
-
-@numba.njit(**_JIT)
-def _qmul(a, b):
-    """Hamilton product a * b of two (w, x, y, z) tuples."""
-    return (
-        a[0] * b[0] - a[1] * b[1] - a[2] * b[2] - a[3] * b[3],
-        a[0] * b[1] + a[1] * b[0] + a[2] * b[3] - a[3] * b[2],
-        a[0] * b[2] - a[1] * b[3] + a[2] * b[0] + a[3] * b[1],
-        a[0] * b[3] + a[1] * b[2] - a[2] * b[1] + a[3] * b[0],
-    )
-
-
-@numba.njit(**_JIT)
-def _qnormalize(q):
-    n = math.sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3])
-    return (q[0] / n, q[1] / n, q[2] / n, q[3] / n)
-
-
-@numba.njit(**_JIT)
-def _qexp(rx, ry, rz):
-    """Unit quaternion of the rotation vector (rx, ry, rz) (axis times angle, radians)."""
-    angle = math.sqrt(rx * rx + ry * ry + rz * rz)
-    if angle < 1e-12:
-        # Second-order series: exact to double precision at this size, no division by ~0.
-        return _qnormalize((1.0, 0.5 * rx, 0.5 * ry, 0.5 * rz))
-    s = math.sin(0.5 * angle) / angle
-    return (math.cos(0.5 * angle), rx * s, ry * s, rz * s)
-
-
-@numba.njit(**_JIT)
-def _rotate(q, vx, vy, vz):
-    """R(q) v: sensor frame to earth frame."""
-    w, x, y, z = q
-    return (
-        (1.0 - 2.0 * (y * y + z * z)) * vx + 2.0 * (x * y - w * z) * vy + 2.0 * (x * z + w * y) * vz,
-        2.0 * (x * y + w * z) * vx + (1.0 - 2.0 * (x * x + z * z)) * vy + 2.0 * (y * z - w * x) * vz,
-        2.0 * (x * z - w * y) * vx + 2.0 * (y * z + w * x) * vy + (1.0 - 2.0 * (x * x + y * y)) * vz,
-    )
-
-
-@numba.njit(**_JIT)
-def _rotate_inverse(q, vx, vy, vz):
-    """R(q)^T v: earth frame to sensor frame."""
-    w, x, y, z = q
-    return (
-        (1.0 - 2.0 * (y * y + z * z)) * vx + 2.0 * (x * y + w * z) * vy + 2.0 * (x * z - w * y) * vz,
-        2.0 * (x * y - w * z) * vx + (1.0 - 2.0 * (x * x + z * z)) * vy + 2.0 * (y * z + w * x) * vz,
-        2.0 * (x * z + w * y) * vx + 2.0 * (y * z - w * x) * vy + (1.0 - 2.0 * (x * x + y * y)) * vz,
-    )
-
-
-@numba.njit(**_JIT)
-def _gravity_in_sensor(q):
-    """Earth 'up' expressed in the sensor frame: what a still accelerometer measures, normalised."""
-    w, x, y, z = q
-    return (2.0 * (x * z - w * y), 2.0 * (y * z + w * x), 1.0 - 2.0 * (x * x + y * y))
-
-
-@numba.njit(**_JIT)
 def _tilt_heading(ax, ay, az, mx, my, mz, use_mag):
-    """Orientation from one accelerometer (and magnetometer) reading: tilt, then heading.
+    """Orientation (w, x, y, z) from one accelerometer (and magnetometer) reading: tilt, then heading.
 
     Without a magnetometer the yaw is 0. With one, the yaw turns the horizontal part of the field
     to point north (+y, east-north-up).
@@ -105,14 +44,17 @@ def _tilt_heading(ax, ay, az, mx, my, mz, use_mag):
     pitch = math.atan2(-ax, math.sqrt(ay * ay + az * az))
     cr, sr = math.cos(0.5 * roll), math.sin(0.5 * roll)
     cp, sp = math.cos(0.5 * pitch), math.sin(0.5 * pitch)
-    q = (cp * cr, cp * sr, sp * cr, -sp * sr)  # Ry(pitch) * Rx(roll)
+    w, x, y, z = cp * cr, cp * sr, sp * cr, -sp * sr  # Ry(pitch) * Rx(roll)
     if use_mag:
-        ex, ey, _ = _rotate(q, mx, my, mz)
+        # The field in the earth frame, east and north components: R(q) m.
+        ex = (1.0 - 2.0 * (y * y + z * z)) * mx + 2.0 * (x * y - w * z) * my + 2.0 * (x * z + w * y) * mz
+        ey = 2.0 * (x * y + w * z) * mx + (1.0 - 2.0 * (x * x + z * z)) * my + 2.0 * (y * z - w * x) * mz
         if ex * ex + ey * ey > 0.0:
             # Rotating by +atan2(ex, ey) about z takes the field's horizontal direction to +y.
             psi = math.atan2(ex, ey)
-            q = _qmul((math.cos(0.5 * psi), 0.0, 0.0, math.sin(0.5 * psi)), q)
-    return q
+            c, s = math.cos(0.5 * psi), math.sin(0.5 * psi)
+            w, x, y, z = c * w - s * z, c * x - s * y, c * y + s * x, c * z + s * w
+    return (w, x, y, z)
 
 
 # --- vectorised helpers ---------------------------------------------------------------------------
