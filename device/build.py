@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import html
 import os
 import re
 import shutil
@@ -22,6 +23,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.parse
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -92,18 +95,12 @@ def vqf_sources() -> Path:
         if (folder / "vqf.cpp").exists():
             return root
         with tempfile.TemporaryDirectory() as scratch:
-            command = [sys.executable, "-m", "pip", "download", f"vqf=={version}", "--no-binary", ":all:",
-                       "--no-deps", "--no-build-isolation", "--disable-pip-version-check", "-q", "-d", scratch]
-            proc = subprocess.run(command, capture_output=True, text=True)
-            archives = list(Path(scratch).glob(f"vqf-{version}.tar.gz"))
-            if proc.returncode != 0 or not archives:
-                raise BuildError(f"could not download the vqf {version} source distribution with pip:\n"
-                                 f"{proc.stdout}{proc.stderr}")
+            archive_path = _download_sdist("vqf", version, Path(scratch))
             staging = Path(scratch) / "vqf"
             staging.mkdir()
             wanted = {f"vqf-{version}/vqf/cpp/vqf.hpp": "vqf.hpp", f"vqf-{version}/vqf/cpp/vqf.cpp": "vqf.cpp",
                       f"vqf-{version}/PKG-INFO": "PKG-INFO"}
-            with tarfile.open(archives[0]) as archive:
+            with tarfile.open(archive_path) as archive:
                 for member, name in wanted.items():
                     data = archive.extractfile(member)
                     if data is None:
@@ -113,6 +110,33 @@ def vqf_sources() -> Path:
             shutil.rmtree(folder, ignore_errors=True)
             shutil.move(str(staging), folder)
     return root
+
+
+def _download_sdist(name: str, version: str, folder: Path) -> Path:
+    """The package's source archive from the registry's simple index (PEP 503), its sha256
+    checked against the index's; pip download as the fallback. Only the archive is fetched: pip
+    would also run vqf's setup.py, which fetches Cython to write metadata we do not need."""
+    filename = f"{name}-{version}.tar.gz"
+    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+    try:
+        with urllib.request.urlopen(f"{index}/{name}/", timeout=60) as response:
+            page = response.read().decode()
+        match = re.search(rf'href="([^"]*{re.escape(filename)})#sha256=([0-9a-f]{{64}})"', page)
+        if match:
+            url, digest = urllib.parse.urljoin(f"{index}/{name}/", html.unescape(match.group(1))), match.group(2)
+            with urllib.request.urlopen(url, timeout=120) as response:
+                data = response.read()
+            if hashlib.sha256(data).hexdigest() == digest:
+                (folder / filename).write_bytes(data)
+                return folder / filename
+    except (OSError, ValueError):
+        pass
+    command = [sys.executable, "-m", "pip", "download", f"{name}=={version}", "--no-binary", ":all:",
+               "--no-deps", "--no-build-isolation", "--disable-pip-version-check", "-q", "-d", str(folder)]
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode != 0 or not (folder / filename).exists():
+        raise BuildError(f"could not download the {name} {version} source distribution:\n{proc.stdout}{proc.stderr}")
+    return folder / filename
 
 
 def vqf_files(root: Path) -> list[Path]:
