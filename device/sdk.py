@@ -65,7 +65,12 @@ def _vqf_copyright(source: Path) -> str:
 
 def write_sdk(out: Path = DEFAULT_OUT) -> Path:
     vqf_root = build.vqf_sources()
-    if out.exists():
+    if out.exists() and any(out.iterdir()):
+        # Replaced whole only when it is a folder this command wrote: never someone's project.
+        readme = out / "README.md"
+        if not (readme.exists() and readme.read_text().startswith(README.splitlines()[0])):
+            raise build.BuildError(f"{out} exists and is not a folder `make device-sdk` wrote; "
+                                   "choose an empty or new folder (SDK_OUT=...)")
         shutil.rmtree(out)
     (out / "vqf").mkdir(parents=True)
     for path in build.library_sources() + build.library_headers():

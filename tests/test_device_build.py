@@ -149,6 +149,15 @@ def test_device_sdk_folder_builds_alone_with_vqf_and_its_licence(tmp_path):
         assert re.search(rf" T {entry}\b", symbols), f"the folder does not define {entry}"
 
 
+def test_device_sdk_never_replaces_a_folder_it_did_not_write(tmp_path):
+    (tmp_path / "main.c").write_text("int main(void) { return 0; }\n")
+    with pytest.raises(build.BuildError, match="not a folder"):
+        sdk.write_sdk(tmp_path)
+    assert (tmp_path / "main.c").exists()
+    out = sdk.write_sdk(tmp_path / "sdk")
+    assert sdk.write_sdk(out) == out  # its own folder is rewritten
+
+
 def test_command_line_prints_the_features_of_every_window():
     block, body = _bodies()["ekf"]
     proc = subprocess.run([sys.executable, "-m", "device.host", block], input=json.dumps(body), cwd=ROOT,
