@@ -162,22 +162,8 @@ def host_library() -> Path:
     sources = library_sources()
     key = _key([cc, cxx, *HOST_FLAGS], sources + library_headers() + vqf_files(vqf))
     output = BUILD / f"host-{key}" / "libfusion_blocks.so"
-    if output.exists():
-        return output
-    with _locked():
-        if output.exists():
-            return output
-        with tempfile.TemporaryDirectory(dir=_build_root()) as scratch:
-            objects = []
-            for source in sources:
-                obj = Path(scratch) / (source.name + ".o")
-                _compile(cc, cxx, source, obj, HOST_FLAGS, vqf)
-                objects.append(obj)
-            library = Path(scratch) / output.name
-            _run([cxx, "-shared", "-o", str(library), *map(str, objects), "-lm"])
-            output.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(library, output)
-    return output
+    return _built_once(output, _shared_library(
+        lambda source, obj: _compile(cc, cxx, source, obj, HOST_FLAGS, vqf), sources, cxx, output.name))
 
 
 # --- the server's float64 orientation filters --------------------------------------------------
@@ -206,22 +192,11 @@ def server_library() -> Path:
     sources = server_sources()
     key = _key([cc, *SERVER_FLAGS], sources + server_headers())
     output = BUILD / f"server-{key}" / SERVER_LIBRARY.name
-    if output.exists():
-        return output
-    with _locked():
-        if output.exists():
-            return output
-        with tempfile.TemporaryDirectory(dir=_build_root()) as scratch:
-            objects = []
-            for source in sources:
-                obj = Path(scratch) / (source.name + ".o")
-                _run([cc, *SERVER_FLAGS, *C_STANDARD, *C_WARNINGS, f"-I{LIB}", "-c", str(source), "-o", str(obj)])
-                objects.append(obj)
-            library = Path(scratch) / output.name
-            _run([cc, "-shared", "-o", str(library), *map(str, objects), "-lm"])
-            output.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(library, output)
-    return output
+
+    def compile_source(source: Path, obj: Path) -> None:
+        _run([cc, *SERVER_FLAGS, *C_STANDARD, *C_WARNINGS, f"-I{LIB}", "-c", str(source), "-o", str(obj)])
+
+    return _built_once(output, _shared_library(compile_source, sources, cc, output.name))
 
 
 def install_server_library(target: Path = SERVER_LIBRARY) -> Path:
@@ -270,31 +245,27 @@ def adapter_harness(sdk_types: Path, named_axes: bool = True) -> Path:
     key = _key([cc, cxx, *flags], sources + library_headers() + vqf_files(vqf) + sdk_headers +
                sorted(EDGE_IMPULSE.glob("*.h*")) + sorted(FIRMWARE.glob("*.h")))
     output = BUILD / f"adapter-{key}" / "adapter_harness"
-    if output.exists():
-        return output
-    with _locked():
-        if output.exists():
-            return output
-        with tempfile.TemporaryDirectory(dir=_build_root()) as scratch:
-            scratch = Path(scratch)
-            (scratch / "model-parameters").mkdir()
-            (scratch / "model-parameters" / "model_metadata.h").write_text(header)
-            includes = [f"-I{LIB}", f"-I{vqf}", f"-I{FIRMWARE}", f"-I{EDGE_IMPULSE}", "-isystem", str(sdk_types), f"-I{scratch}"]
-            objects = []
-            for source in sources:
-                obj = scratch / (source.name + ".o")
-                if source.suffix == ".c":
-                    _run([cc, "-O2", *C_STANDARD, *C_WARNINGS, "-DHARNESS_HOST", *includes, "-c", str(source),
-                          "-o", str(obj)])
-                else:
-                    _run([cxx, "-O2", "-std=c++14", f"-DEI_FUSION_CONFIG_HAS_NAMED_AXES={int(named_axes)}",
-                          "-Wall", "-Wextra", "-Werror", *includes, "-c", str(source), "-o", str(obj)])
-                objects.append(obj)
-            executable = scratch / output.name
-            _run([cxx, "-o", str(executable), *map(str, objects), "-lm"])
-            output.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(executable, output)
-    return output
+
+    def make(scratch: Path) -> Path:
+        (scratch / "model-parameters").mkdir()
+        (scratch / "model-parameters" / "model_metadata.h").write_text(header)
+        includes = [f"-I{LIB}", f"-I{vqf}", f"-I{FIRMWARE}", f"-I{EDGE_IMPULSE}", "-isystem", str(sdk_types),
+                    f"-I{scratch}"]
+        objects = []
+        for source in sources:
+            obj = scratch / (source.name + ".o")
+            if source.suffix == ".c":
+                _run([cc, "-O2", *C_STANDARD, *C_WARNINGS, "-DHARNESS_HOST", *includes, "-c", str(source),
+                      "-o", str(obj)])
+            else:
+                _run([cxx, "-O2", "-std=c++14", f"-DEI_FUSION_CONFIG_HAS_NAMED_AXES={int(named_axes)}",
+                      "-Wall", "-Wextra", "-Werror", *includes, "-c", str(source), "-o", str(obj)])
+            objects.append(str(obj))
+        executable = scratch / output.name
+        _run([cxx, "-o", str(executable), *objects, "-lm"])
+        return executable
+
+    return _built_once(output, make)
 
 
 # --- Cortex-M4F firmware ------------------------------------------------------------------------
@@ -360,37 +331,30 @@ def firmware(name: str = "fusion_harness", main: Path | None = None, extra_flags
     specs = "--specs=rdimon.specs" if semihosting else "--specs=nosys.specs"
     generated = generated or {}
     key = _key([specs, *(extra_flags or []), *(f"{k}={v}" for k, v in sorted(generated.items()))],
-               [*support, *objects, *library_headers(),
-                                              *sorted(FIRMWARE.glob("*.h"))])
+               [*support, *objects, *library_headers(), *sorted(FIRMWARE.glob("*.h"))])
     output = folder / f"{name}-{key}.elf"
-    if output.exists():
-        return output
-    with _locked():
-        if output.exists():
-            return output
-        with tempfile.TemporaryDirectory(dir=_build_root()) as scratch:
-            scratch = Path(scratch)
-            for header, text in generated.items():
-                (scratch / header).write_text(text)
-            script = scratch / "mps2_an386.ld"
-            script.write_text(_linker_script())
-            startup = scratch / "startup.o"
-            _run(["arm-none-eabi-gcc", *CORTEX_M4F, f"-D__STACK_SIZE={FIRMWARE_STACK_BYTES:#x}",
-                  f"-D__HEAP_SIZE={FIRMWARE_HEAP_BYTES if semihosting else 0:#x}", "-c",
-                  str(TOOLCHAIN_EXAMPLES / "startup" / "startup_ARMCM4.S"), "-o", str(startup)])
-            support_objects = []
-            for source in support:
-                obj = scratch / (source.stem + ".o")
-                _run(["arm-none-eabi-gcc", *DEVICE_FLAGS, *C_STANDARD, *C_WARNINGS, *(extra_flags or []),
-                      f"-I{LIB}", f"-I{FIRMWARE}", f"-I{scratch}", "-c", str(source), "-o", str(obj)])
-                support_objects.append(obj)
-            elf = scratch / output.name
-            _run(["arm-none-eabi-gcc", *CORTEX_M4F, specs, "-Wl,--gc-sections", f"-Wl,-Map={elf}.map",
-                  "-T", str(script), str(startup), *map(str, support_objects), *map(str, objects),
-                  "-lm", "-o", str(elf)])
-            os.replace(elf, output)
-            os.replace(f"{elf}.map", f"{output}.map")
-    return output
+
+    def make(scratch: Path) -> Path:
+        for header, text in generated.items():
+            (scratch / header).write_text(text)
+        script = scratch / "mps2_an386.ld"
+        script.write_text(_linker_script())
+        startup = scratch / "startup.o"
+        _run(["arm-none-eabi-gcc", *CORTEX_M4F, f"-D__STACK_SIZE={FIRMWARE_STACK_BYTES:#x}",
+              f"-D__HEAP_SIZE={FIRMWARE_HEAP_BYTES if semihosting else 0:#x}", "-c",
+              str(TOOLCHAIN_EXAMPLES / "startup" / "startup_ARMCM4.S"), "-o", str(startup)])
+        support_objects = []
+        for source in support:
+            obj = scratch / (source.stem + ".o")
+            _run(["arm-none-eabi-gcc", *DEVICE_FLAGS, *C_STANDARD, *C_WARNINGS, *(extra_flags or []),
+                  f"-I{LIB}", f"-I{FIRMWARE}", f"-I{scratch}", "-c", str(source), "-o", str(obj)])
+            support_objects.append(str(obj))
+        elf = scratch / output.name
+        _run(["arm-none-eabi-gcc", *CORTEX_M4F, specs, "-Wl,--gc-sections", f"-Wl,-Map={output}.map",
+              "-T", str(script), str(startup), *support_objects, *map(str, objects), "-lm", "-o", str(elf)])
+        return elf
+
+    return _built_once(output, make)
 
 
 def _linker_script() -> str:
@@ -403,6 +367,34 @@ def _linker_script() -> str:
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+def _built_once(output: Path, make) -> Path:
+    """`output`, made by `make(scratch)` (which returns the file it wrote in the scratch folder)
+    unless it exists; one process at a time builds, and the file appears whole or not at all."""
+    if output.exists():
+        return output
+    with _locked():
+        if not output.exists():
+            with tempfile.TemporaryDirectory(dir=_build_root()) as scratch:
+                made = make(Path(scratch))
+                output.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(made, output)
+    return output
+
+
+def _shared_library(compile_source, sources: list[Path], linker: str, name: str):
+    """A `make` for _built_once: every source compiled into the scratch folder, linked as `name`."""
+    def make(scratch: Path) -> Path:
+        objects = []
+        for source in sources:
+            obj = scratch / (source.name + ".o")
+            compile_source(source, obj)
+            objects.append(str(obj))
+        library = scratch / name
+        _run([linker, "-shared", "-o", str(library), *objects, "-lm"])
+        return library
+    return make
+
 
 def _key(words: list[str], files: list[Path]) -> str:
     digest = hashlib.sha256("\0".join(words).encode())
