@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 4446
 
-.PHONY: install install-train server-library run test bench load-test features samples clean device device-sdk device-footprint
+.PHONY: install install-train server-library run test bench load-test features samples clean device device-sdk device-footprint block-context
 
 install: $(VENV)/.installed server-library
 
@@ -78,6 +78,15 @@ device-sdk: install
 # Flash, static RAM, stack and instructions per sample on the Cortex-M4F: device/footprint.json.
 device-footprint: install
 	$(BIN)/python -m device.footprint
+
+# One block's folder for `edge-impulse-blocks init` and `push` (README, "Connect the blocks"): the
+# CLI ties a folder to one hosted block, so each block gets its own. OUT defaults to dist/<block>
+# here (dist/ is dockerignored); a command-line OUT wins. Without an explicit BLOCK (the global
+# default above does not count) the module says which blocks there are.
+#   make block-context BLOCK=kalman [OUT=dist/kalman]
+block-context: OUT = dist/$(BLOCK)
+block-context: install
+	$(BIN)/python -m deploy.block_context $(if $(filter file,$(origin BLOCK)),,$(BLOCK) $(OUT))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build/device build/server

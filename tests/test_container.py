@@ -7,6 +7,8 @@ There is no Docker engine and no container registry here (see container-testing.
   users build;
 - every podman setting lives in config files of this test (nothing in /etc is changed).
 The storage (base image and build layers) is kept in CACHE, so a second run reuses both.
+At the end, one block's folder from `make block-context` (kalman's) is built as its own context
+and run the same way.
 Measured on a 2-core machine: first run about 80 s (apt 15 s, debootstrap 50 s, import 7 s,
 build 25 s, plus the build stage's apt-get of gcc), later runs about 7 s. Needs root; skipped
 otherwise.
@@ -189,11 +191,11 @@ def image(podman_env) -> str:
     return IMAGE
 
 
-def _start(env: dict, name: str) -> tuple[str, float]:
+def _start(env: dict, name: str, image: str = IMAGE) -> tuple[str, float]:
     """Run the image detached on a loopback port; return its URL and seconds until GET / answered."""
     started = time.monotonic()
     # Without systemd, podman logs that it cannot set the healthcheck timer: harmless, the test runs it.
-    _run(["podman", "run", "-d", "--name", name, "-p", "127.0.0.1::4446", IMAGE], env)
+    _run(["podman", "run", "-d", "--name", name, "-p", "127.0.0.1::4446", image], env)
     host_port = _run(["podman", "port", name, "4446/tcp"], env).stdout.split()[0]
     url = f"http://{host_port}"
     running = "true"
@@ -208,11 +210,11 @@ def _start(env: dict, name: str) -> tuple[str, float]:
     pytest.fail(f"container did not answer (running: {running}):\n{(logs.stdout + logs.stderr)[-3000:]}")
 
 
-def _container(request, env: dict, suffix: str) -> tuple[str, str, float]:
+def _container(request, env: dict, suffix: str, image: str = IMAGE) -> tuple[str, str, float]:
     name = f"dsp-test-{os.getpid()}-{suffix}"
     # Registered before starting: the container goes even if the start or a test fails.
     request.addfinalizer(lambda: subprocess.run(["podman", "rm", "-f", "-t", "0", name], env=env, capture_output=True))
-    return (name, *_start(env, name))
+    return (name, *_start(env, name, image))
 
 
 @pytest.fixture(scope="module")
@@ -307,3 +309,48 @@ def test_stop_is_prompt_and_clean(request, podman_env, image):
     exit_code = _run(["podman", "inspect", "--format", "{{.State.ExitCode}}", name], podman_env).stdout.strip()
     assert elapsed < 5, f"podman stop took {elapsed:.1f} s"
     assert exit_code == "0"
+
+
+# --- one block's folder (make block-context), built as `edge-impulse-blocks push` would -----------
+# Only kalman's: it is the one with the build stage; the other folders' invariants are checked
+# without a build in test_block_context.py.
+
+KALMAN_IMAGE = "localhost/dsp-server-test-kalman:latest"
+
+
+@pytest.fixture(scope="module")
+def kalman_image(podman_env, tmp_path_factory) -> str:
+    from deploy.block_context import write_context
+
+    folder = write_context("kalman", tmp_path_factory.mktemp("block-context") / "kalman")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _ensure_base_image(podman_env)
+        # The folder alone is the context, with its own Dockerfile, as the CLI packs it.
+        _run(["podman", "build", "--format", "docker", "--pull=never", "-t", KALMAN_IMAGE,
+              "--build-arg", f"EXTRA_CA_CERTS={_ca_bundle()}", "-f", str(folder / "Dockerfile"), str(folder)],
+             podman_env, timeout=1800)
+        _run(["podman", "image", "prune", "-f"], podman_env, check=False)
+    return KALMAN_IMAGE
+
+
+@pytest.fixture(scope="module")
+def kalman_container(request, podman_env, kalman_image):
+    return _container(request, podman_env, "kalman", kalman_image)
+
+
+def test_kalman_folder_image_serves_the_kalman_block_at_the_root(kalman_container, client, podman_env):
+    name, url, _ = kalman_container
+    assert requests.get(url + "/parameters", timeout=10).json() == client.get("/blocks/kalman/parameters").get_json()
+    assert [block["name"] for block in requests.get(url + "/blocks", timeout=10).json()] == ["kalman"]
+    # The C library came from the folder's build stage; no model went in.
+    listing = set(_run(["podman", "exec", name, "ls", "-A", "/app"], podman_env).stdout.split())
+    assert "models" not in listing and "device" not in listing
+    imu = np.hstack([np.tile([0.0, 4.9, 8.49], (100, 1)), np.zeros((100, 3))])
+    body = {"features": imu.reshape(-1).tolist(), "axes": ["accX", "accY", "accZ", "gyrX", "gyrY", "gyrZ"],
+            "sampling_freq": 100, "params": {"filter": "ekf"}, "state_string": ""}
+    payload = requests.post(url + "/run", json=body, timeout=30).json()
+    assert payload["success"] is True, payload
+    local = client.post("/blocks/kalman/run", json=body).get_json()
+    np.testing.assert_allclose(payload["features"], local["features"], rtol=1e-9, atol=1e-12)

@@ -1,0 +1,1 @@
+"""Packaging the server for Edge Impulse: one folder per block for `edge-impulse-blocks push`."""
