@@ -38,14 +38,15 @@ RUN set -eu; \
 # Hosted blocks have no network: everything the server needs is copied in here.
 COPY dsp/ dsp/
 COPY models/*.json models/*.tflite models/
-COPY dsp_server.py gunicorn.conf.py parameters.json ./
+COPY dsp_server.py server_ops.py gunicorn.conf.py parameters.json ./
 # Where dsp/fusion/orientation_library.py looks by default: /app/build/server/.
 COPY --from=orientation-library /src/build/server/liborientation_f64.so build/server/
 
 RUN useradd --system --uid 10001 --no-create-home dsp
 USER dsp
 
+# /healthz: needs no key (DSP_API_KEY) and answers 503 unless every block can serve.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s \
-    CMD python3 -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/parameters' % os.environ.get('PORT', '4446'), timeout=4)"
+    CMD python3 -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '4446'), timeout=4)"
 
 ENTRYPOINT ["/opt/venv/bin/gunicorn", "-c", "gunicorn.conf.py", "dsp_server:create_app()"]

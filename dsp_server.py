@@ -3,7 +3,9 @@
 Every block answers at `/blocks/<name>/` (`GET`, `GET parameters`, `POST run`, `POST batch`, and
 `POST tflite-impl` where the block has one); the root block (env `DSP_BLOCK`) also answers at `/`.
 Errors on `run` and `batch` are HTTP 200 `{"success": false, "error": ...}`, which Studio shows
-to the user. Run it with `make run` (gunicorn, `gunicorn.conf.py`) or `python dsp_server.py`.
+to the user. `GET /healthz` and `GET /metrics` (Prometheus) serve operations; with env
+`DSP_API_KEY` set, every route but `/healthz` needs that key (`server_ops.py`). Run it with
+`make run` (gunicorn, `gunicorn.conf.py`) or `python dsp_server.py`.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from dsp.core.errors import ConfigurationError
 from dsp.core.params import describe_value, parameter_specs, resolve_params
 from dsp.core.window import AxisMap
 from dsp.registry import DEFAULT_ROOT_BLOCK, all_blocks
+from server_ops import API_KEY_ENV, API_KEY_HEADER, URL_KEY, Metrics, key_problem, redact_url_keys, strip_url_key
 
 DEFAULT_MAX_BODY_MB = 64
 # A parser keeps buffers sized to the largest document it has read; past this size, parse with
@@ -40,12 +43,15 @@ def create_app(
     blocks: Optional[dict[str, Block]] = None,
     root_block: Optional[str] = None,
     max_body_mb: Optional[float] = None,
+    api_key: Optional[str] = None,
 ) -> Flask:
     """Build the app from a block registry and settings (environment variables by default).
 
     blocks:      name -> Block; default: every block in `dsp.registry`.
     root_block:  the block that also answers at `/`; default env `DSP_BLOCK` or the registry's.
     max_body_mb: request bodies above this get 413; default env `DSP_MAX_BODY_MB` or 64.
+    api_key:     the shared key every route but `/healthz` needs; default env `DSP_API_KEY`;
+                 empty: no key.
     """
     blocks = all_blocks() if blocks is None else blocks
     root_name = root_block or os.environ.get("DSP_BLOCK") or DEFAULT_ROOT_BLOCK
@@ -56,15 +62,22 @@ def create_app(
     if max_body_mb is None:
         max_body_mb = float(os.environ.get("DSP_MAX_BODY_MB", DEFAULT_MAX_BODY_MB))
 
+    api_key = os.environ.get(API_KEY_ENV, "") if api_key is None else api_key
+
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = int(max_body_mb * 1024 * 1024)
+    app.wsgi_app = strip_url_key(app.wsgi_app)
+    metrics = Metrics()
     _configure_logging()
+    # Our access log shows the path without the key; these two print the raw request line.
+    redact_url_keys("werkzeug", "gunicorn.error")
     hosted = {name: HostedBlock(block) for name, block in blocks.items()}
     root = hosted[root_name]
 
     def block_or_404(name: str) -> "HostedBlock":
         if name not in hosted:
             raise _NotFound(f"Unknown block '{name}'. Blocks: {', '.join(hosted)} (GET /blocks).")
+        g.block = name  # for the access log and the metrics' labels
         return hosted[name]
 
     @app.get("/blocks", strict_slashes=False)
@@ -90,15 +103,12 @@ def create_app(
         return _json_response(hb.block.parameters)
 
     def run(hb: "HostedBlock"):
-        g.block = hb.block.name
         return _protocol_response(lambda: hb.run(_request_body()))
 
     def batch(hb: "HostedBlock"):
-        g.block = hb.block.name
         return _protocol_response(lambda: hb.batch(_request_body()))
 
     def tflite_impl(hb: "HostedBlock"):
-        g.block = hb.block.name
         if hb.block.tflite_implementation is None:
             raise _NotFound(
                 f"Block '{hb.block.name}' has no TFLite implementation (info.hasTfliteImplementation is false)."
@@ -111,6 +121,10 @@ def create_app(
         return Response(model, mimetype="application/octet-stream",
                         headers={"Content-Disposition": 'attachment; filename="dsp.tflite"'})
 
+    def _as_block(hb: "HostedBlock", view):
+        g.block = hb.block.name
+        return view(hb)
+
     routes = {"": ("GET", describe), "parameters": ("GET", parameters), "run": ("POST", run),
               "batch": ("POST", batch), "tflite-impl": ("POST", tflite_impl)}
     for suffix, (method, view) in routes.items():
@@ -120,16 +134,41 @@ def create_app(
         )
         app.add_url_rule(
             f"/{suffix}", f"root_{suffix or 'describe'}",
-            lambda view=view: view(root), methods=[method], strict_slashes=False,
+            lambda view=view: _as_block(root, view), methods=[method], strict_slashes=False,
         )
 
+    @app.get("/healthz")
+    def healthz():
+        """200 when every block can serve from this process, else 503 naming what is missing."""
+        missing = {name: problem for name, hb in hosted.items() if (problem := hb.problem())}
+        if missing:
+            names = ", ".join(missing)
+            return _json_response({"success": False, "error": f"Not ready: {names}.", "missing": missing,
+                                   "pid": os.getpid()}, status=503)
+        return _json_response({"success": True, "status": "ok", "blocks": list(hosted), "pid": os.getpid()})
+
+    @app.get("/metrics", endpoint="metrics")
+    def prometheus_metrics():
+        body, content_type = metrics.exposition()
+        return Response(body, content_type=content_type)
+
     @app.before_request
-    def start_timer():
+    def start_timer_and_check_key():
         g.started = time.perf_counter()
+        if api_key and request.path != "/healthz":
+            problem = key_problem(api_key, request.headers.get(API_KEY_HEADER), request.environ.get(URL_KEY))
+            if problem:
+                return _json_response({"success": False, "error": problem}, status=401)
+        return None
 
     @app.after_request
     def log_request(response: Response):
-        _log_access(response.status_code)
+        route = _route()
+        started = g.get("started")
+        metrics.observe(g.get("block"), route, response.status_code,
+                        time.perf_counter() - started if started else None,
+                        _windows(), g.get("error_kind"))
+        _log_access(response.status_code, route)
         return response
 
     @app.errorhandler(HTTPException)
@@ -164,6 +203,16 @@ class HostedBlock:
         self.block = block
         self.specs = parameter_specs(block.parameters)
         self.versions = list(range(1, block.latest_version + 1))
+
+    def problem(self) -> Optional[str]:
+        """Why the block cannot serve from this process, or None (`/healthz`)."""
+        if self.block.ready is None:
+            return None
+        try:
+            self.block.ready()
+        except Exception as exc:  # any failure to load is "not ready", with its reason
+            return f"{type(exc).__name__}: {exc}"
+        return None
 
     def run(self, body: "simdjson.Object") -> dict:
         window = _numeric_array(_required(body, "features"), "features")
@@ -432,8 +481,10 @@ def _protocol_response(handler) -> Response:
     except HTTPException:
         raise  # 413 and friends keep their status
     except ConfigurationError as exc:
+        g.error_kind = "user"  # HTTP 200 for Studio, but an error for the metrics
         payload = {"success": False, "error": str(exc)}
     except Exception as exc:  # a bug in a block must not take the request (or the worker) down
+        g.error_kind = "server"
         error_log.error("block %s failed\n%s", g.get("block"), traceback.format_exc())
         payload = {"success": False, "error": f"Internal error in block '{g.get('block')}': {exc}"}
     return _json_response(payload)
@@ -465,21 +516,41 @@ def _configure_logging() -> None:
             logger.propagate = False
 
 
-def _log_access(status: int) -> None:
+# Routes that orchestrators and Prometheus poll: logged at debug level, not as traffic.
+QUIET_ROUTES = {"healthz", "metrics"}
+
+
+def _route() -> str:
+    """The route's name, from the URL rule that matched (a bounded set, for metric labels):
+    run, batch, parameters, describe, tflite-impl, blocks, healthz, metrics, or unmatched."""
+    endpoint = request.url_rule.endpoint if request.url_rule is not None else None
+    if endpoint is None:
+        return "unmatched"
+    return endpoint.split("_", 1)[1] if endpoint.startswith(("block_", "root_")) else endpoint.removeprefix("list_")
+
+
+def _windows() -> int:
+    return g.get("windows", 1 if g.get("window_values") else 0)
+
+
+def _log_access(status: int, route: str) -> None:
     started = g.get("started")
     line = {
         "method": request.method,
+        # request.path: the `/k/<key>` prefix is already off it (server_ops.strip_url_key).
         "path": request.path,
         "status": status,
         "block": g.get("block"),
-        "route": request.path.rstrip("/").rsplit("/", 1)[-1] or "/",
-        "windows": g.get("windows", 1 if g.get("window_values") else 0),
+        "route": route,
+        "windows": _windows(),
         "window_values": g.get("window_values", 0),
         "duration_ms": round((time.perf_counter() - started) * 1000, 3) if started else None,
         "project_id": request.headers.get("x-ei-project-id"),
         "sample_id": request.headers.get("x-ei-sample-id") or request.headers.get("x-ei-sample-ids"),
+        "pid": os.getpid(),
     }
-    access_log.info(orjson.dumps({k: v for k, v in line.items() if v is not None}).decode())
+    level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
+    access_log.log(level, orjson.dumps({k: v for k, v in line.items() if v is not None}).decode())
 
 
 def main(argv: Optional[list[str]] = None) -> None:

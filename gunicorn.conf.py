@@ -23,3 +23,40 @@ preload_app = True
 # gunicorn 27 opens a control socket under $HOME by default; the container's user has no home,
 # and concurrent servers on one machine would share the socket. Nothing here uses it.
 control_socket_disable = True
+
+# Prometheus multiprocess mode (server_ops.py): every worker writes its counts to files in
+# PROMETHEUS_MULTIPROC_DIR and a scrape sums them. It must be set here, before the app (and so
+# prometheus_client) is imported. Files left by an earlier run would be counted again: a given
+# directory is emptied at start; without one, a fresh temporary directory is used and removed.
+import atexit
+import glob
+import shutil
+import tempfile
+
+_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+# Marked in the environment so that a re-read of this file (SIGHUP) neither empties nor
+# replaces the directory the running app writes to.
+_own_metrics_dir = not _metrics_dir or os.environ.get("DSP_OWN_METRICS_DIR") == _metrics_dir
+if not _metrics_dir:
+    _metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="dsp-metrics-")
+    os.environ["DSP_OWN_METRICS_DIR"] = _metrics_dir
+elif not _own_metrics_dir:
+    os.makedirs(_metrics_dir, exist_ok=True)
+    for _stale in glob.glob(os.path.join(_metrics_dir, "*.db")):
+        os.remove(_stale)
+
+
+def child_exit(server, worker):
+    # A dead worker's counters stay in the sums; only its live gauges (none here yet) go.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def _remove_metrics_dir(master_pid=os.getpid()):
+    # atexit, not on_exit: it also runs when the app fails to load; workers inherit the hook.
+    if _own_metrics_dir and os.getpid() == master_pid:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
+
+
+atexit.register(_remove_metrics_dir)

@@ -95,6 +95,9 @@ class Block:
     compute: ComputeFn
     compute_batch: Optional[ComputeBatchFn] = None
     tflite_implementation: Optional[TfliteImplementationFn] = None
+    # Optional readiness check for `/healthz`: raises, with the reason, if this process (a forked
+    # worker) cannot serve the block, e.g. its model's interpreter or its C library fails to load.
+    ready: Optional[Callable[[], None]] = None
 
     @property
     def info(self) -> dict:

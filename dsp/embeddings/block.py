@@ -62,7 +62,8 @@ def make_block(model: EmbeddingModel, frontends: dict[str, Block]) -> Block:
     parameters["info"]["hasTfliteImplementation"] = model.raw_window_model is not None
     parameters["info"]["description"] += f" Model: {meta.name} ({meta.describe_input()})."
     return Block(name=NAME, parameters=parameters, compute=compute, compute_batch=compute_batch,
-                 tflite_implementation=tflite_implementation if model.raw_window_model else None)
+                 tflite_implementation=tflite_implementation if model.raw_window_model else None,
+                 ready=model.check)
 
 
 def _check_window(req: Request, raw: np.ndarray, model: EmbeddingModel) -> None:

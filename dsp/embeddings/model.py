@@ -81,6 +81,10 @@ class EmbeddingModel:
             out[i] = interpreter.get_tensor(output_index)[0]
         return out
 
+    def check(self) -> None:
+        """Raise if this thread cannot get an interpreter (`/healthz`); builds the one it reuses."""
+        self._interpreter()
+
     def _interpreter(self):
         cached = getattr(self._local, "interpreter", None)
         if cached is None:

@@ -330,4 +330,4 @@ def _weighted(req: Request, raw: np.ndarray, fs: float, previous: Optional[dict]
 
 
 BLOCK = Block(name=BLOCK_NAME, parameters=load_parameters(BLOCK_NAME),
-              compute=continuing_overlapping_windows(compute))
+              compute=continuing_overlapping_windows(compute), ready=orientation.load_library)
