@@ -2,6 +2,7 @@
 C library built from the current sources for the whole session."""
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -108,3 +109,15 @@ def real_app():
 @pytest.fixture
 def client(real_app):
     return real_app.test_client()
+
+
+@pytest.fixture
+def access_records():
+    """Access-log records as the logger emits them (INFO and above), for tests of what is logged."""
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("dsp_server.access")
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)

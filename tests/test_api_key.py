@@ -23,14 +23,8 @@ def keyed():
 
 
 @pytest.fixture
-def access_lines():
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger = logging.getLogger("dsp_server.access")
-    logger.addHandler(handler)
-    yield lambda: [r.getMessage() for r in records]
-    logger.removeHandler(handler)
+def access_lines(access_records):
+    return lambda: [r.getMessage() for r in access_records]
 
 
 def refused(response, why: str) -> None:

@@ -3,7 +3,6 @@ gunicorn workers (multiprocess mode)."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import time
@@ -38,18 +37,6 @@ def scrape(client) -> str:
     assert response.status_code == 200
     assert response.mimetype == "text/plain"
     return response.get_data(as_text=True)
-
-
-@pytest.fixture
-def access_records():
-    """Access-log records as the logger emits them (INFO and above)."""
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger = logging.getLogger("dsp_server.access")
-    logger.addHandler(handler)
-    yield records
-    logger.removeHandler(handler)
 
 
 # --- /healthz -----------------------------------------------------------------------------------
