@@ -146,12 +146,10 @@ def vqf_files(root: Path) -> list[Path]:
 # --- host library -------------------------------------------------------------------------------
 
 def host_compilers() -> tuple[str, str]:
-    cc = os.environ.get("CC", "cc")
+    cc = c_compiler()
     cxx = os.environ.get("CXX", "c++")
-    missing = [name for name in (cc, cxx) if shutil.which(name) is None]
-    if missing:
-        raise BuildError(f"no C/C++ compiler found ({', '.join(missing)}); install one "
-                         "(Debian: apt-get install gcc g++) or set CC and CXX")
+    if shutil.which(cxx) is None:
+        raise BuildError(f"no C++ compiler found ({cxx}); install one (Debian: apt-get install g++) or set CXX")
     return cc, cxx
 
 

@@ -143,6 +143,15 @@ static int fail(kalman_t *block, int code, const char *text) {
     return code;
 }
 
+/* A refused setting: `text` then the value given, as the server words it. */
+static int refuse_number(kalman_t *block, const char *text, double value) {
+    message_t m = message_start(block);
+    put_text(&m, text);
+    put_number(&m, value, 6);
+    put_char(&m, '.');
+    return FUSION_ERR_PARAMETER;
+}
+
 /* The state of kf or weighted left the finite numbers (the server's encode_state refuses it). */
 static int state_error(kalman_t *block) {
     message_t m = message_start(block);
@@ -472,18 +481,10 @@ static int init_axes(kalman_t *block, const int columns[KALMAN_DECLARED_AXES], s
 
 static int init_kf(kalman_t *block, const kalman_params_t *p) {
     if (!(isfinite(p->kf_process_noise) && p->kf_process_noise > 0.0f)) {
-        message_t m = message_start(block);
-        put_text(&m, "The Kalman process noise Q must be a positive number; got ");
-        put_number(&m, p->kf_process_noise, 6);
-        put_char(&m, '.');
-        return FUSION_ERR_PARAMETER;
+        return refuse_number(block, "The Kalman process noise Q must be a positive number; got ", (double)p->kf_process_noise);
     }
     if (!(isfinite(p->kf_measurement_noise) && p->kf_measurement_noise > 0.0f)) {
-        message_t m = message_start(block);
-        put_text(&m, "The Kalman measurement noise R must be a positive number; got ");
-        put_number(&m, p->kf_measurement_noise, 6);
-        put_char(&m, '.');
-        return FUSION_ERR_PARAMETER;
+        return refuse_number(block, "The Kalman measurement noise R must be a positive number; got ", (double)p->kf_measurement_noise);
     }
     cv_model_init(&block->cv, (double)block->sampling_freq, (double)p->kf_process_noise,
                   (double)p->kf_measurement_noise);
@@ -509,11 +510,7 @@ static int init_weighted(kalman_t *block, const kalman_params_t *p) {
         return FUSION_ERR_PARAMETER;
     }
     if (!(isfinite(p->weighted_memory) && p->weighted_memory > 0.0f)) {
-        message_t m = message_start(block);
-        put_text(&m, "'weighted-memory' must be a positive number of seconds; got ");
-        put_number(&m, p->weighted_memory, 6);
-        put_char(&m, '.');
-        return FUSION_ERR_PARAMETER;
+        return refuse_number(block, "'weighted-memory' must be a positive number of seconds; got ", (double)p->weighted_memory);
     }
     double memory = (double)p->weighted_memory * (double)block->sampling_freq;
     block->memory_samples = (fusion_real_t)(memory > 1.0 ? memory : 1.0);
@@ -589,11 +586,7 @@ static int init_settings(kalman_t *block, const kalman_params_t *p, float sampli
     block->acc_scale = acc_g ? (fusion_real_t)GRAVITY : FR(1.0);
     block->gyr_scale = gyr_deg ? (fusion_real_t)(3.14159265358979323846 / 180.0) : FR(1.0);
     if (!(isfinite(sampling_freq) && sampling_freq > 0.0f)) {
-        message_t m = message_start(block);
-        put_text(&m, "The sampling frequency must be a positive number of Hz; got ");
-        put_number(&m, sampling_freq, 6);
-        put_char(&m, '.');
-        return FUSION_ERR_PARAMETER;
+        return refuse_number(block, "The sampling frequency must be a positive number of Hz; got ", (double)sampling_freq);
     }
     block->sampling_freq = (fusion_real_t)sampling_freq;
     int code = init_axes(block, columns, input_axes);
@@ -608,11 +601,7 @@ static int init_settings(kalman_t *block, const kalman_params_t *p, float sampli
     if (code != FUSION_OK) return code;
     float increase_ms = p->window_increase_ms;
     if (!(isfinite(increase_ms) && increase_ms >= 0.0f)) {
-        message_t m = message_start(block);
-        put_text(&m, "Parameter 'window-increase-ms' must be 0 or the impulse's window increase in ms; got ");
-        put_number(&m, increase_ms, 6);
-        put_char(&m, '.');
-        return FUSION_ERR_PARAMETER;
+        return refuse_number(block, "Parameter 'window-increase-ms' must be 0 or the impulse's window increase in ms; got ", (double)increase_ms);
     }
     block->increase = round_half_even((double)increase_ms * (double)sampling_freq / 1000.0);
     size_t init = round_half_even(0.1 * (double)sampling_freq);
