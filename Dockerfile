@@ -38,7 +38,7 @@ RUN set -eu; \
 # Hosted blocks have no network: everything the server needs is copied in here.
 COPY dsp/ dsp/
 COPY models/*.json models/*.tflite models/
-COPY dsp_server.py server_ops.py gunicorn.conf.py parameters.json ./
+COPY dsp_server.py server_ops.py server_openapi.py gunicorn.conf.py parameters.json ./
 # Where dsp/fusion/orientation_library.py looks by default: /app/build/server/.
 COPY --from=orientation-library /src/build/server/liborientation_f64.so build/server/
 

@@ -3,7 +3,8 @@
 Every block answers at `/blocks/<name>/` (`GET`, `GET parameters`, `POST run`, `POST batch`, and
 `POST tflite-impl` where the block has one); the root block (env `DSP_BLOCK`) also answers at `/`.
 Errors on `run` and `batch` are HTTP 200 `{"success": false, "error": ...}`, which Studio shows
-to the user. `GET /healthz` and `GET /metrics` (Prometheus) serve operations; with env
+to the user. `GET /healthz` and `GET /metrics` (Prometheus) serve operations, and
+`GET /openapi.json` documents every route (`server_openapi.py`); with env
 `DSP_API_KEY` set, every route but `/healthz` needs that key (`server_ops.py`). Run it with
 `make run` (gunicorn, `gunicorn.conf.py`) or `python dsp_server.py`.
 """
@@ -27,6 +28,7 @@ from dsp.core.errors import ConfigurationError
 from dsp.core.params import describe_value, parameter_specs, resolve_params
 from dsp.core.window import AxisMap
 from dsp.registry import DEFAULT_ROOT_BLOCK, all_blocks
+from server_openapi import openapi_document
 from server_ops import API_KEY_ENV, API_KEY_HEADER, URL_KEY, Metrics, key_problem, redact_url_keys, strip_url_key
 
 DEFAULT_MAX_BODY_MB = 64
@@ -64,7 +66,7 @@ def create_app(
 
     api_key = os.environ.get(API_KEY_ENV, "") if api_key is None else api_key
 
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # no files to serve: no /static route
     app.config["MAX_CONTENT_LENGTH"] = int(max_body_mb * 1024 * 1024)
     app.wsgi_app = strip_url_key(app.wsgi_app)
     metrics = Metrics()
@@ -152,6 +154,13 @@ def create_app(
         body, content_type = metrics.exposition()
         return Response(body, content_type=content_type)
 
+    # Built once per app: the hosted blocks do not change while it runs.
+    openapi = orjson.dumps(openapi_document(blocks, root_name, key_required=bool(api_key), key_header=API_KEY_HEADER))
+
+    @app.get("/openapi.json", endpoint="openapi")
+    def openapi_json():
+        return Response(openapi, mimetype="application/json")
+
     @app.before_request
     def start_timer_and_check_key():
         g.started = time.perf_counter()
@@ -176,7 +185,8 @@ def create_app(
         allowed = getattr(exc, "valid_methods", None) or []
         messages = {
             404: f"No route {request.method} {request.path}. Routes: GET /blocks, and per block "
-            "GET /blocks/<name>/, GET parameters, POST run, POST batch (the root block also at /).",
+            "GET /blocks/<name>/, GET parameters, POST run, POST batch (the root block also at /); "
+            "GET /openapi.json documents them all.",
             405: f"{request.method} is not allowed on {request.path}; "
             f"allowed: {', '.join(sorted(allowed))}.",
             413: f"The request body is larger than the limit of {max_body_mb:g} MiB "
@@ -328,7 +338,7 @@ def _request_body() -> "simdjson.Object":
         )
     try:
         document, parser = _parse(data)
-    except ValueError as exc:
+    except (ValueError, RuntimeError) as exc:  # simdjson raises RuntimeError for a too-big integer
         raise ConfigurationError(_invalid_json_message(data, exc)) from None
     # Keep the parser alive with the document: proxies read from the parser's buffers.
     g.parser = parser

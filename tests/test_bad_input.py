@@ -200,3 +200,13 @@ def test_off_arm_survives_odd_content_across_a_stream(real_app):
             assert 0.0 <= off_arm["off_arm_mean"] <= 1.0
 
     check()
+
+
+@pytest.mark.parametrize("route", ["blocks/spectral-analysis/run", "blocks/kalman/batch", "blocks/embeddings/tflite-impl"])
+def test_an_integer_too_big_for_64_bits_is_a_clear_error(real_app, route):
+    # simdjson refuses such a number with RuntimeError, not ValueError (found by the schemathesis run).
+    body = b'{"features": [1, 2, 3], "axes": ["accX"], "sampling_freq": 100, "project_id": 99999999999999999999999}'
+    response = real_app.test_client().post(f"/{route}", data=body, content_type="application/json")
+    payload = response.get_json()
+    assert response.status_code in (200, 400) and payload["success"] is False
+    assert "finite" in payload["error"] and "too large" in payload["error"]
