@@ -177,6 +177,20 @@ schema = schemathesis.openapi.from_wsgi("/openapi.json", FUZZ_APP, config=schema
 }))
 
 
+# With DSP_API_KEY set: the same operations, each needing the key (fewer examples: the bodies
+# are those above; what is new is the key, which schemathesis' ignored_auth check also removes).
+FUZZ_KEY = "fuzz-key-0123"
+KEYED_APP = create_app(api_key=FUZZ_KEY)
+keyed_schema = schemathesis.openapi.from_wsgi(
+    "/openapi.json", KEYED_APP, headers={"x-api-key": FUZZ_KEY}, config=schemathesis.Config.from_dict({
+        "seed": FUZZ_SEED,
+        "generation": {"mode": "positive", "max-examples": 5},
+        "phases": {"coverage": {"enabled": False}, "stateful": {"enabled": False}},
+        "checks": {"positive_data_acceptance": {"enabled": False}},
+        "auth": {"openapi": {"apiKey": {"api_key": FUZZ_KEY}}},
+    }))
+
+
 @pytest.fixture(scope="module")
 def known_answer():
     """A spectral-analysis window and its features before any fuzzing."""
@@ -201,3 +215,11 @@ def test_after_the_fuzzing_the_server_still_answers_exactly(known_answer):
     response = client.post("/blocks/spectral-analysis/run", json=body).get_json()
     assert response["success"] and response["features"] == features
     assert client.get("/healthz").status_code == 200
+
+
+@keyed_schema.parametrize()
+@settings(deadline=None, suppress_health_check=list(HealthCheck))
+def test_with_a_key_the_app_keeps_to_its_document_and_refuses_requests_without_it(case):
+    response = case.call_and_validate(excluded_checks=[positive_data_acceptance],
+                                      additional_checks=[no_nan_or_infinity, every_error_has_a_message])
+    assert response.status_code != 401, response.text  # the key was sent
