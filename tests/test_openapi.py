@@ -4,7 +4,9 @@ each block's own parameters, and an app that keeps to it under schemathesis' gen
 The fuzzing is bounded (FUZZ_EXAMPLES per operation, seeded so that a failure reproduces) and runs
 in-process through WSGI; it checks no 5xx, statuses, media types and bodies as documented, no
 NaN or Infinity in any answer, a message in every error, and afterwards the same features as
-before for a known request. Two of schemathesis' checks do not apply to this protocol, which
+before for a known request. A second, shorter run against an app with DSP_API_KEY set sends the
+key as documented and checks (schemathesis' ignored_auth) that each operation but /healthz
+refuses the same request without it. Two of schemathesis' checks do not apply to this protocol, which
 answers refused windows with HTTP 200 and `success: false` for Studio: negative_data_rejection
 (it expects a 4xx) and positive_data_acceptance (the schema cannot say that the axes must match
 the length of `features`).
