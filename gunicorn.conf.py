@@ -12,6 +12,9 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 # A 1,000-window batch takes seconds, not minutes; anything slower is a stuck worker.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
+# On SIGTERM (a deploy, a scale-in) workers stop accepting and finish what is in flight for up to
+# this long before they are killed: longer than a big batch takes, shorter than an orchestrator's patience.
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = 5
 # The app writes its own structured access line per request (dsp_server.access).
 accesslog = None
