@@ -362,7 +362,8 @@ def test_kalman_folder_image_serves_the_kalman_block_at_the_root(kalman_containe
 
 # --- deploy/k8s/deployment.yaml under `podman kube play` ------------------------------------------
 # What podman 4.3 (Debian 12) does with it, found by running it:
-# - kinds: Pod, Deployment (one pod per play, whatever `replicas` says), PVC, and Secret: a played
+# - kinds: Pod, Deployment (one pod per replica, NAME-pod-0, -pod-1...: a fixed hostPort fits only
+#   one, hence replicas 1 here), PVC, and Secret: a played
 #   Secret is stored as a podman secret holding the YAML text, but secretKeyRef reads a secret as
 #   JSON {key: base64 value} and fails on that YAML ("secret dsp-api-key is not valid JSON");
 #   with `optional: true` the failure is silent and the server runs without a key. So the key goes
