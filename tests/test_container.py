@@ -8,31 +8,35 @@ There is no Docker engine and no container registry here (see container-testing.
 - every podman setting lives in config files of this test (nothing in /etc is changed).
 The storage (base image and build layers) is kept in CACHE, so a second run reuses both.
 At the end, one block's folder from `make block-context` (kalman's) is built as its own context
-and run the same way.
+and run the same way, and deploy/k8s/deployment.yaml is played with `podman kube play`.
 Measured on a 2-core machine: first run about 80 s (apt 15 s, debootstrap 50 s, import 7 s,
 build 25 s, plus the build stage's apt-get of gcc), later runs about 7 s. Needs root; skipped
 otherwise.
 """
 from __future__ import annotations
 
+import base64
 import fcntl
 import hashlib
 import json
 import os
 import shutil
 import subprocess
+import socket
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 CACHE = Path(os.environ.get("DSP_CONTAINER_CACHE", "/var/tmp/dsp-container-test"))
 IMAGE = "localhost/dsp-server-test:latest"
-TOOLS = ("podman", "buildah", "runc", "debootstrap")
+# catatonit: the pause process of the pod's infra container that `podman kube play` builds locally.
+TOOLS = ("podman", "buildah", "runc", "debootstrap", "catatonit")
 # What the base image holds; its hash labels the image, so changing this rebuilds it.
 BASE_RECIPE = {"suite": "bookworm", "variant": "minbase",
                "include": ["python3", "python3-venv", "python3-pip", "ca-certificates"]}
@@ -354,3 +358,106 @@ def test_kalman_folder_image_serves_the_kalman_block_at_the_root(kalman_containe
     assert payload["success"] is True, payload
     local = client.post("/blocks/kalman/run", json=body).get_json()
     np.testing.assert_allclose(payload["features"], local["features"], rtol=1e-9, atol=1e-12)
+
+
+# --- deploy/k8s/deployment.yaml under `podman kube play` ------------------------------------------
+# What podman 4.3 (Debian 12) does with it, found by running it:
+# - kinds: Pod, Deployment (one pod per replica, NAME-pod-0, -pod-1...: a fixed hostPort fits only
+#   one, hence replicas 1 here), PVC, and Secret: a played
+#   Secret is stored as a podman secret holding the YAML text, but secretKeyRef reads a secret as
+#   JSON {key: base64 value} and fails on that YAML ("secret dsp-api-key is not valid JSON");
+#   with `optional: true` the failure is silent and the server runs without a key. So the key goes
+#   in with `podman secret create` in the form secretKeyRef reads. Service and HPA are not played.
+# - probes: only livenessProbe is used, turned into the container's healthcheck (replacing the
+#   image's HEALTHCHECK) as `curl -f http://localhost:4446/healthz`, restart on failure; the image
+#   has no curl, so `podman healthcheck run` reports unhealthy. Without systemd no timer runs it.
+#   startupProbe and readinessProbe are ignored.
+# - resources.limits become the container's memory and CPU limits; runAsUser its user.
+
+K8S_DEPLOYMENT = ROOT / "deploy" / "k8s" / "deployment.yaml"
+K8S_SECRET = ROOT / "deploy" / "k8s" / "secret" / "dsp-api-key.yaml"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def kube_pod(request, podman_env, image, tmp_path_factory):
+    """The shipped Deployment, rendered for this test (its image, one replica, a loopback host
+    port, names unique to this run, its Secret created as podman reads one), then played."""
+    suffix = f"{os.getpid()}"
+    deployment = yaml.safe_load(K8S_DEPLOYMENT.read_text())
+    deployment["metadata"]["name"] = f"dsp-kube-{suffix}"
+    deployment["spec"]["replicas"] = 1
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container["image"] = image
+    port = _free_port()
+    container["ports"][0].update(hostPort=port, hostIP="127.0.0.1")
+    [ref] = [var["valueFrom"]["secretKeyRef"] for var in container["env"] if var["name"] == "DSP_API_KEY"]
+    secret_name = ref["name"] = f"dsp-api-key-{suffix}"
+    # Required here: a secret podman cannot read must fail the play, not start a keyless server.
+    ref["optional"] = False
+    # The key name comes from the shipped Secret example: the two must agree.
+    shipped = yaml.safe_load(K8S_SECRET.read_text())
+    assert ref["key"] in shipped["stringData"], f"{K8S_SECRET.name} has no key {ref['key']!r}"
+    key = f"kube-test-{suffix}"
+    folder = tmp_path_factory.mktemp("kube")
+    (folder / "secret.json").write_text(json.dumps({ref["key"]: base64.b64encode(key.encode()).decode()}))
+    rendered = folder / "deployment.yaml"
+    rendered.write_text(yaml.safe_dump(deployment, sort_keys=False))
+    # Registered first: the pod and the secret go even if the play or a test fails.
+    request.addfinalizer(lambda: subprocess.run(["podman", "secret", "rm", secret_name], env=podman_env, capture_output=True))
+    request.addfinalizer(lambda: subprocess.run(["podman", "kube", "down", str(rendered)], env=podman_env, capture_output=True))
+    _run(["podman", "secret", "create", secret_name, str(folder / "secret.json")], podman_env)
+    started = time.monotonic()
+    _run(["podman", "kube", "play", str(rendered)], podman_env, timeout=120)
+    name = f"{deployment['metadata']['name']}-pod-0-{container['name']}"
+    url = f"http://127.0.0.1:{port}"
+    status = None
+    while time.monotonic() - started < 60:
+        try:
+            status = requests.get(url + "/healthz", timeout=2).status_code
+            if status == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    else:
+        logs = _run(["podman", "logs", name], podman_env, check=False)
+        pytest.fail(f"/healthz never answered 200 (last: {status}):\n{(logs.stdout + logs.stderr)[-3000:]}")
+    return {"name": name, "url": url, "key": key, "container": container, "rendered": rendered,
+            "startup": time.monotonic() - started}
+
+
+def test_kube_play_serves_healthz_then_a_keyed_run(kube_pod, client):
+    url, key = kube_pod["url"], kube_pod["key"]
+    assert kube_pod["startup"] < 30, f"/healthz answered 200 {kube_pod['startup']:.1f} s after kube play"
+    health = requests.get(url + "/healthz", timeout=10).json()
+    assert health["status"] == "ok" and "kalman" in health["blocks"]
+    imu = np.hstack([np.tile([0.0, 4.9, 8.49], (100, 1)), np.zeros((100, 3))])
+    body = {"features": imu.reshape(-1).tolist(), "axes": ["accX", "accY", "accZ", "gyrX", "gyrY", "gyrZ"],
+            "sampling_freq": 100, "params": {"filter": "ekf"}, "state_string": ""}
+    # The Secret reached the server through secretKeyRef: without the key, 401.
+    assert requests.post(url + "/blocks/kalman/run", json=body, timeout=30).status_code == 401
+    payload = requests.post(url + "/blocks/kalman/run", json=body, headers={"x-api-key": key}, timeout=30).json()
+    assert payload["success"] is True, payload
+    local = client.post("/blocks/kalman/run", json=body).get_json()
+    np.testing.assert_allclose(payload["features"], local["features"], rtol=1e-9, atol=1e-12)
+
+
+def test_kube_play_applies_the_manifests_user_limits_and_liveness_probe(kube_pod, podman_env):
+    container = kube_pod["container"]
+    fields = "{{.Config.User}}|{{.HostConfig.Memory}}|{{json .Config.Healthcheck}}"
+    user, memory, health = _run(["podman", "inspect", "--format", fields, kube_pod["name"]], podman_env).stdout.strip().split("|", 2)
+    assert user == str(yaml.safe_load(K8S_DEPLOYMENT.read_text())["spec"]["template"]["spec"]["securityContext"]["runAsUser"])
+    assert _run(["podman", "exec", kube_pod["name"], "id", "-u"], podman_env).stdout.strip() == user
+    limit = container["resources"]["limits"]["memory"]
+    assert limit.endswith("Mi") and int(memory) == int(limit[:-2]) * 2 ** 20
+    # podman's healthcheck is the livenessProbe: same path, port and timings.
+    probe, check = container["livenessProbe"], json.loads(health)
+    assert f":{probe['httpGet']['port']}{probe['httpGet']['path']}" in " ".join(check["Test"])
+    assert (check["Interval"], check["Timeout"], check["Retries"]) == \
+        (probe["periodSeconds"] * 10 ** 9, probe["timeoutSeconds"] * 10 ** 9, probe["failureThreshold"])
