@@ -258,6 +258,26 @@ def test_spectrogram_run_matches_the_in_process_app(container, client):
     np.testing.assert_allclose(payload["features"], local["features"], rtol=1e-6, atol=1e-9)
 
 
+def test_embeddings_run_matches_the_in_process_app(container, client):
+    # The model through the image's ai-edge-litert, which the build stage pruned (IMAGE_SIZE.md).
+    audio = np.round(np.random.default_rng(2).normal(0, 2000, 16000)).clip(-32768, 32767).tolist()
+    body = {"features": audio, "axes": ["audio"], "sampling_freq": 16000}
+    payload = requests.post(container[1] + "/blocks/embeddings/run", json=body, timeout=30).json()
+    assert payload["success"] is True, payload
+    local = client.post("/blocks/embeddings/run", json=body).get_json()
+    np.testing.assert_allclose(payload["features"], local["features"], rtol=1e-5, atol=1e-6)
+    model = requests.post(container[1] + "/blocks/embeddings/tflite-impl", json=body, timeout=60)
+    assert model.status_code == 200 and model.content == client.post("/blocks/embeddings/tflite-impl", json=body).data
+
+
+def test_image_has_no_installer_tests_or_unused_accelerators(container, podman_env):
+    probe = ("import importlib.util, pathlib, sysconfig; site = pathlib.Path(sysconfig.get_paths()['purelib']); "
+             "print(importlib.util.find_spec('pip'), importlib.util.find_spec('setuptools'), "
+             "sum(1 for _ in site.rglob('tests')), (site / 'ai_edge_litert' / 'libLiteRtWebGpuAccelerator.so').exists())")
+    found = _run(["podman", "exec", container[0], "/opt/venv/bin/python", "-c", probe], podman_env).stdout
+    assert found.split() == ["None", "None", "0", "False"], found
+
+
 def test_kalman_runs_on_filters_compiled_into_the_image(container, client, podman_env):
     # The C library from the build stage, where the server looks by default; the compiler that
     # made it stayed in that stage, and numba is gone.
