@@ -37,12 +37,15 @@ import shutil
 import tempfile
 
 _metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-# Marked in the environment so that a re-read of this file (SIGHUP) neither empties nor
-# replaces the directory the running app writes to.
-_own_metrics_dir = not _metrics_dir or os.environ.get("DSP_OWN_METRICS_DIR") == _metrics_dir
-if not _metrics_dir:
+# A directory this file made is marked in the environment with its master's pid: a re-read of this
+# file (SIGHUP) keeps it, and a process started from this environment (another server, a test
+# runner) neither reuses nor removes it, but makes its own.
+_mark = os.environ.get("DSP_OWN_METRICS_DIR", "")
+_own_metrics_dir = not _metrics_dir or _mark == f"{os.getpid()}:{_metrics_dir}"
+if not _metrics_dir or (not _own_metrics_dir and _mark.endswith(f":{_metrics_dir}")):
+    _own_metrics_dir = True
     _metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="dsp-metrics-")
-    os.environ["DSP_OWN_METRICS_DIR"] = _metrics_dir
+    os.environ["DSP_OWN_METRICS_DIR"] = f"{os.getpid()}:{_metrics_dir}"
 elif not _own_metrics_dir:
     os.makedirs(_metrics_dir, exist_ok=True)
     for _stale in glob.glob(os.path.join(_metrics_dir, "*.db")):

@@ -40,6 +40,7 @@ import http.client
 import os
 import random
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -583,9 +584,11 @@ def run_load(seconds: float = 60, clients: int = 16, warmup_s: float = 5) -> Loa
 
 
 def configured_workers() -> int:
-    import runpy
-
-    return int(runpy.run_path(str(REPO_ROOT / "gunicorn.conf.py")).get("workers", 1))
+    # In a child process: reading the file sets up a metrics directory in the reader's environment.
+    code = "import runpy, sys; print(runpy.run_path(sys.argv[1]).get('workers', 1))"
+    found = subprocess.run([sys.executable, "-c", code, str(REPO_ROOT / "gunicorn.conf.py")],
+                           capture_output=True, text=True, check=True, cwd=REPO_ROOT)
+    return int(found.stdout.strip())
 
 
 def _load_average() -> str:

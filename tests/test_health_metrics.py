@@ -185,3 +185,19 @@ def test_a_dead_workers_counts_stay_in_the_sum():
     # Every one of those requests was served by the dead worker.
     assert value(text, "dsp_requests_total", block="spectrogram", route="run", status="200") == n
     assert "Traceback" not in err
+
+
+def test_a_server_started_from_another_servers_environment_keeps_off_its_metrics(tmp_path):
+    # Another master's own directory, inherited through the environment (a server or test runner
+    # that read gunicorn.conf.py): this server must make its own, and leave that one's files alone.
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "counter_1.db").write_bytes(b"")
+    proc, url = _start({"WEB_CONCURRENCY": "1", "PROMETHEUS_MULTIPROC_DIR": str(theirs),
+                        "DSP_OWN_METRICS_DIR": f"1:{theirs}"})
+    try:
+        assert requests.get(url + "/healthz", timeout=10).status_code == 200
+        assert requests.get(url + "/metrics", timeout=10).status_code == 200
+    finally:
+        _stop(proc)
+    assert [p.name for p in theirs.iterdir()] == ["counter_1.db"]
