@@ -277,15 +277,20 @@ def cross_tools_reason() -> str | None:
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         return ("arm-none-eabi-gcc or qemu-system-arm is missing and cannot be installed here (needs root "
                 f"and apt-get): apt-get install {' '.join(CROSS_PACKAGES)}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "--no-install-recommends", *CROSS_PACKAGES]
+    return apt_install(CROSS_PACKAGES)
+
+
+def apt_install(packages: tuple[str, ...], path: str | None = None) -> str | None:
+    """Install Debian packages (as root, one apt at a time): None when done, else why not."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", **({"PATH": path} if path else {})}
+    install = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
     with _locked("apt"):
         if subprocess.run(install, env=env, capture_output=True).returncode != 0:
             # A fresh machine may have no (or stale) package lists: refresh once and retry.
             subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=600)
             proc = subprocess.run(install, env=env, capture_output=True, text=True, timeout=1200)
             if proc.returncode != 0:
-                return f"installing {' '.join(CROSS_PACKAGES)} failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+                return f"installing {' '.join(packages)} failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
     return None
 
 
