@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from dsp.core.block import Block
+from dsp.core.params import option_value
 
 OPENAPI_VERSION = "3.1.0"
 # The protocol's shape, not the package's release: bump it when a route or a field changes.
@@ -145,7 +146,7 @@ def _parameter_schema(item: dict) -> dict[str, Any]:
     """One parameters.json item as a JSON schema: its type, options and default."""
     kind, default = item["type"], item.get("value")
     if kind == "select":
-        schema: dict[str, Any] = {"enum": [str(v["value"] if isinstance(v, dict) else v) for v in item["valid"]]}
+        schema: dict[str, Any] = {"enum": [option_value(v) for v in item["valid"]]}
         default = None if default is None else str(default)
     else:
         schema = {"type": {"int": "integer", "float": "number", "boolean": "boolean", "flag": "boolean"}.get(kind, "string")}

@@ -54,8 +54,8 @@ def _served(app, blocks) -> set[tuple[str, str]]:
     served = set()
     root = app.test_client().get("/blocks").get_json()
     root_block = next(entry["name"] for entry in root if entry["root"])
+    has_impl = {name for name, block in blocks.items() if block.tflite_implementation is not None}
     for rule in app.url_map.iter_rules():
-        has_impl = {name for name, block in blocks.items() if block.tflite_implementation is not None}
         if "<name>" in rule.rule:
             names = has_impl if rule.rule.endswith("tflite-impl") else blocks
             paths = [rule.rule.replace("<name>", name) for name in names]

@@ -34,7 +34,7 @@ def parameter_specs(parameters_json: dict) -> dict[str, ParameterSpec]:
     for group in parameters_json.get("parameters", []):
         for item in group.get("items", []):
             param = item["param"]
-            options = tuple(_option_value(v) for v in item.get("valid", []))
+            options = tuple(option_value(v) for v in item.get("valid", []))
             spec = ParameterSpec(
                 key=param.replace("-", "_"),
                 param=param,
@@ -163,7 +163,8 @@ _CONVERTERS = {
 }
 
 
-def _option_value(option: Any) -> str:
+def option_value(option: Any) -> str:
+    """A select option of parameters.json as the string requests carry: `{"value": v}` or a bare v."""
     return str(option["value"] if isinstance(option, dict) else option)
 
 
