@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import subprocess
-import socket
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import numpy as np
 import pytest
 import requests
 import yaml
+from tests.test_live_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -398,12 +398,6 @@ K8S_DEPLOYMENT = ROOT / "deploy" / "k8s" / "deployment.yaml"
 K8S_SECRET = ROOT / "deploy" / "k8s" / "secret" / "dsp-api-key.yaml"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def kube_pod(request, podman_env, image, tmp_path_factory):
     """The shipped Deployment, rendered for this test (its image, one replica, a loopback host
@@ -414,7 +408,7 @@ def kube_pod(request, podman_env, image, tmp_path_factory):
     deployment["spec"]["replicas"] = 1
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     container["image"] = image
-    port = _free_port()
+    port = free_port()
     container["ports"][0].update(hostPort=port, hostIP="127.0.0.1")
     [ref] = [var["valueFrom"]["secretKeyRef"] for var in container["env"] if var["name"] == "DSP_API_KEY"]
     secret_name = ref["name"] = f"dsp-api-key-{suffix}"

@@ -33,7 +33,7 @@ import load_test  # noqa: E402  (its in-process expectations and checks)
 
 from dsp.registry import all_blocks  # noqa: E402
 from tests.imu_stream import make_imu_stream  # noqa: E402
-from tests.test_live_server import GUNICORN, _free_port  # noqa: E402
+from tests.test_live_server import GUNICORN, free_port  # noqa: E402
 
 BLOCKS = all_blocks()
 STATEFUL = [name for name, block in BLOCKS.items() if block.info.get("usesState")]
@@ -62,7 +62,7 @@ def gunicorn(**env_overrides: str):
     Its log goes to a file, not a pipe: a pipe nobody reads fills up under load and blocks the
     server's writes, which would look like a server fault.
     """
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), **env_overrides}
     with tempfile.TemporaryDirectory(prefix="dsp-faults-") as tmp:
         log = Path(tmp) / "server.log"

@@ -20,14 +20,15 @@ ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).parent / "gunicorn"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on now (for a server a test starts)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 def _start(env_overrides: dict) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), **env_overrides}
     proc = subprocess.Popen([str(GUNICORN), "-c", "gunicorn.conf.py", "dsp_server:create_app()"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -124,7 +125,7 @@ def test_concurrent_good_and_bad_requests_do_not_interfere(server):
 
 
 def test_unknown_root_block_stops_the_server_with_a_clear_message():
-    port = _free_port()
+    port = free_port()
     proc = subprocess.run([str(GUNICORN), "-c", "gunicorn.conf.py", "dsp_server:create_app()"], cwd=ROOT,
                           env={**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "DSP_BLOCK": "nope"},
                           capture_output=True, timeout=60)

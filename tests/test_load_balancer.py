@@ -11,9 +11,7 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -26,18 +24,12 @@ import requests
 from dsp_server import DEFAULT_MAX_BODY_MB
 from tests.imu_stream import make_imu_stream
 from tests.nginx_tool import nginx_path, nginx_reason
+from tests.test_live_server import GUNICORN, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-GUNICORN = Path(sys.executable).parent / "gunicorn"
 SHIPPED_CONF = ROOT / "deploy" / "nginx" / "dsp-blocks.conf"
 IMU_AXES = ["accX", "accY", "accZ", "gyrX", "gyrY", "gyrZ"]
 WINDOW = 100
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(url: str, proc: subprocess.Popen, what: str, logs=lambda: "") -> None:
@@ -86,7 +78,7 @@ def balanced(tmp_path_factory):
     procs, servers = [], []
     try:
         for i in range(2):
-            port = _free_port()
+            port = free_port()
             env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "4"}
             err = open(tmp / f"server{i}.err", "w+")
             proc = subprocess.Popen([str(GUNICORN), "-c", "gunicorn.conf.py", "dsp_server:create_app()"],
@@ -96,7 +88,7 @@ def balanced(tmp_path_factory):
         for server, proc in zip(servers, procs):
             _wait(server["url"] + "/healthz", proc, "gunicorn", server["log"].read_text)
             server["pid"] = requests.get(server["url"] + "/healthz", timeout=5).json()["pid"]
-        listen = _free_port()
+        listen = free_port()
         site = tmp / "dsp-blocks.conf"
         site.write_text(render_conf(SHIPPED_CONF.read_text(), listen, [s["port"] for s in servers]))
         # The frame a distribution's nginx.conf gives: here every path is inside tmp, and the
